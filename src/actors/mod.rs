@@ -1,0 +1,1 @@
+//! Supervision and domain actors.

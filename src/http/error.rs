@@ -1,0 +1,220 @@
+//! The HTTP layer's one error type and its mapping to JSON responses.
+//!
+//! Every error a client can see has the body
+//! `{"error": {"code": "<stable_snake_case>", "message": "<for people>", "details": <JSON or null>}}`.
+//! Codes are part of the API contract; messages are not. Errors of the lower layers are
+//! converted into an [`ApiError`] in exactly one place (the `From` impls here), and internal
+//! failures are logged with their cause chain while the client sees an opaque 500.
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{Value, json};
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The addressed resource does not exist.
+    #[error("{what} {id:?} not found")]
+    NotFound {
+        /// Kind of resource (`sku`).
+        what: &'static str,
+        /// The identifier asked for.
+        id: String,
+    },
+    /// No route matches the request path.
+    #[error("no route for {path}")]
+    NoRoute {
+        /// The request path.
+        path: String,
+    },
+    /// The request is malformed (body, query string or path parameter).
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code (`invalid_body`, `invalid_query`, `invalid_path`).
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The body is larger than `http.json_limit_bytes`.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The body is not JSON.
+    #[error("expected a body with content type application/json")]
+    UnsupportedMediaType,
+    /// A dependency needed to answer is down.
+    #[error("{message}")]
+    Unavailable {
+        /// Stable code (`not_ready`).
+        code: &'static str,
+        /// What is down.
+        message: String,
+        /// Structured detail, e.g. the result of each readiness check.
+        details: Option<Value>,
+    },
+    /// Anything else: logged in full, answered as an opaque 500.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::NoRoute { .. } => "route_not_found",
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unavailable { code, .. } => code,
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::Unavailable {
+                details: Some(d), ..
+            } => d.clone(),
+            ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            _ => Value::Null,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
+        }
+        HttpResponse::build(self.status_code()).json(json!({
+            "error": { "code": self.code(), "message": self.to_string(), "details": self.details() }
+        }))
+    }
+}
+
+/// `outer: inner: innermost`, for logging an error with its causes on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<JsonPayloadError> for ApiError {
+    fn from(e: JsonPayloadError) -> Self {
+        match e {
+            JsonPayloadError::OverflowKnownLength { limit, .. }
+            | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
+            JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+            JsonPayloadError::Deserialize(e) => ApiError::BadRequest {
+                code: "invalid_body",
+                message: format!("invalid JSON body: {e}"),
+            },
+            other => ApiError::BadRequest {
+                code: "invalid_body",
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<QueryPayloadError> for ApiError {
+    fn from(e: QueryPayloadError) -> Self {
+        ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!("invalid query string: {e}"),
+        }
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        ApiError::BadRequest {
+            code: "invalid_path",
+            message: format!("invalid path parameter: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body(e: ApiError) -> (StatusCode, Value) {
+        let res = e.error_response();
+        let status = res.status();
+        let bytes = to_bytes(res.into_body()).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn errors_map_to_status_and_stable_code() {
+        let cases = [
+            (
+                ApiError::NotFound {
+                    what: "sku",
+                    id: "X".into(),
+                },
+                404,
+                "not_found",
+            ),
+            (
+                ApiError::NoRoute { path: "/x".into() },
+                404,
+                "route_not_found",
+            ),
+            (
+                JsonPayloadError::Overflow { limit: 10 }.into(),
+                413,
+                "payload_too_large",
+            ),
+            (
+                JsonPayloadError::ContentType.into(),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                ApiError::Unavailable {
+                    code: "not_ready",
+                    message: "redis".into(),
+                    details: None,
+                },
+                503,
+                "not_ready",
+            ),
+            (ApiError::Internal("secret detail".into()), 500, "internal"),
+        ];
+        for (error, status, code) in cases {
+            let (got_status, json) = body(error).await;
+            assert_eq!(got_status.as_u16(), status);
+            assert_eq!(json["error"]["code"], code);
+            assert!(json["error"]["message"].is_string());
+        }
+    }
+
+    #[actix_web::test]
+    async fn internal_errors_do_not_leak_their_cause() {
+        let (_, json) = body(ApiError::Internal("password=hunter2".into())).await;
+        assert_eq!(json["error"]["message"], "internal error");
+    }
+}

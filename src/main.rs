@@ -1,0 +1,55 @@
+//! The `troupe` binary: parse the command line, load the settings (exit 2 if they are bad),
+//! install telemetry, run the subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use troupe::cli::{Cli, Command};
+use troupe::settings::Settings;
+use troupe::startup::Application;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli.config_dir) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("troupe: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            println!("configuration OK\n{}", settings.redacted_summary());
+            ExitCode::SUCCESS
+        }
+        Command::Migrate => {
+            troupe::telemetry::init_tracing(&settings.telemetry);
+            report(actix_web::rt::System::new().block_on(async {
+                let applied = troupe::store::migrations::run(&settings.database.url).await?;
+                tracing::info!(count = applied.len(), migrations = ?applied, "migrations applied");
+                anyhow::Ok(())
+            }))
+        }
+        Command::Serve => {
+            troupe::telemetry::init_tracing(&settings.telemetry);
+            report(actix_web::rt::System::new().block_on(async {
+                Application::build(settings)
+                    .await?
+                    .run_until_stopped()
+                    .await?;
+                anyhow::Ok(())
+            }))
+        }
+    }
+}
+
+fn report(outcome: anyhow::Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "troupe failed");
+            eprintln!("troupe: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

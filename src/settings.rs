@@ -1,0 +1,354 @@
+//! Typed configuration, layered `config/default.toml` → `config/$TROUPE_ENV.toml` →
+//! `TROUPE__SECTION__KEY` environment variables, and validated once at start-up.
+//!
+//! Every problem is reported as a [`SettingsError`] that names the offending key, so an
+//! operator reading one line of output knows what to fix.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domains;
+
+/// Prefix of the environment variables that override file settings (`TROUPE__HTTP__PORT`).
+pub const ENV_PREFIX: &str = "TROUPE";
+/// Environment variable that names the environment file layered over `default.toml`.
+pub const ENV_NAME_VAR: &str = "TROUPE_ENV";
+
+/// A configuration problem, naming the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A file or environment value could not be read or has the wrong type.
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    /// A value has the right type but is not acceptable.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// Dotted key, as in the TOML files (`http.port`).
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// The whole configuration of one Troupe process.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Identity of this process among its peers.
+    pub instance: InstanceSettings,
+    /// The HTTP server.
+    pub http: HttpSettings,
+    /// The Redis server that carries the streams.
+    pub redis: RedisSettings,
+    /// The Postgres database that holds state.
+    pub database: DatabaseSettings,
+    /// Readiness checks.
+    pub health: HealthSettings,
+    /// Logs and metrics.
+    pub telemetry: TelemetrySettings,
+    /// Which reference domains this process runs.
+    pub domains: DomainsSettings,
+}
+
+/// Identity of this process.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSettings {
+    /// Consumer name used in every consumer group. Empty means "derive one": the hostname plus
+    /// the HTTP port, which is stable across restarts of the same deployment so a restarted
+    /// process finds its own pending entries again.
+    #[serde(default)]
+    pub id: String,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to bind.
+    pub host: IpAddr,
+    /// Port to bind; 0 picks a free one (tests).
+    pub port: u16,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest accepted JSON body, in bytes (413 beyond it).
+    pub json_limit_bytes: usize,
+    /// Time given to in-flight work on SIGINT/SIGTERM before the process exits.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prepended to every key this process touches; lets tests and tenants share a server.
+    #[serde(default)]
+    pub key_prefix: String,
+    /// Time allowed to open a connection.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for a non-blocking command's reply.
+    pub response_timeout_ms: u64,
+}
+
+/// Postgres connection settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub pool_max_size: usize,
+    /// Time allowed to open a connection, and to wait for a free one.
+    pub connect_timeout_ms: u64,
+}
+
+/// Readiness check settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Time each dependency check may take before it counts as failed.
+    pub check_timeout_ms: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logs and metrics settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive (`info`, `troupe=debug,actix_web=info`).
+    pub log_filter: String,
+}
+
+/// Domain selection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainsSettings {
+    /// Domains this process runs; one binary can be one service per domain or all in one.
+    pub enabled: Vec<String>,
+}
+
+impl Settings {
+    /// Loads the settings from `config_dir`, the environment named by `TROUPE_ENV` and the
+    /// process environment, then validates them.
+    pub fn load(config_dir: &Path) -> Result<Self, SettingsError> {
+        let env_name = std::env::var(ENV_NAME_VAR).ok().filter(|s| !s.is_empty());
+        Self::load_from(config_dir, env_name.as_deref(), None)
+    }
+
+    /// Like [`Settings::load`] with an explicit environment name and, when `env` is given,
+    /// those variables instead of the process environment (tests use this to avoid global
+    /// state).
+    pub fn load_from(
+        config_dir: &Path,
+        env_name: Option<&str>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(config_dir.join("default.toml")).required(true));
+        if let Some(name) = env_name {
+            let file: PathBuf = config_dir.join(format!("{name}.toml"));
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("domains.enabled")
+            .source(env.map(|vars| vars.into_iter().collect()));
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.validated()
+    }
+
+    fn validated(mut self) -> Result<Self, SettingsError> {
+        let invalid = |key, problem: String| Err(SettingsError::Invalid { key, problem });
+
+        let redis_url = url::Url::parse(&self.redis.url);
+        match redis_url {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
+            Ok(u) => return invalid("redis.url", format!("unsupported scheme {:?}", u.scheme())),
+            Err(e) => return invalid("redis.url", format!("not a URL: {e}")),
+        }
+        match url::Url::parse(&self.database.url) {
+            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
+                if u.path().trim_start_matches('/').is_empty() {
+                    return invalid("database.url", "names no database".into());
+                }
+            }
+            Ok(u) => {
+                return invalid(
+                    "database.url",
+                    format!("unsupported scheme {:?}", u.scheme()),
+                );
+            }
+            Err(e) => return invalid("database.url", format!("not a URL: {e}")),
+        }
+        if self.database.pool_max_size == 0 {
+            return invalid("database.pool_max_size", "must be at least 1".into());
+        }
+        let positive = [
+            (
+                "database.connect_timeout_ms",
+                self.database.connect_timeout_ms,
+            ),
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
+            ("redis.response_timeout_ms", self.redis.response_timeout_ms),
+            ("health.check_timeout_ms", self.health.check_timeout_ms),
+            (
+                "http.shutdown_grace_seconds",
+                self.http.shutdown_grace_seconds,
+            ),
+            ("http.json_limit_bytes", self.http.json_limit_bytes as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return invalid(key, "must be greater than 0".into());
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
+            return invalid("telemetry.log_filter", e.to_string());
+        }
+        if self.domains.enabled.is_empty() {
+            return invalid("domains.enabled", "lists no domain".into());
+        }
+        for name in &mut self.domains.enabled {
+            *name = name.trim().to_owned();
+            if !domains::KNOWN.contains(&name.as_str()) {
+                return invalid(
+                    "domains.enabled",
+                    format!(
+                        "unknown domain {name:?} (known: {})",
+                        domains::KNOWN.join(", ")
+                    ),
+                );
+            }
+        }
+        self.instance.id = self.instance.id.trim().to_owned();
+        if self.instance.id.is_empty() {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            self.instance.id = format!("{host}-{}", self.http.port);
+        } else if self
+            .instance
+            .id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return invalid("instance.id", "must not contain whitespace".into());
+        }
+        Ok(self)
+    }
+}
+
+impl Settings {
+    /// The effective settings as pretty JSON, with URL passwords replaced by `***`.
+    pub fn redacted_summary(&self) -> String {
+        let mut copy = self.clone();
+        copy.redis.url = redact_url(&copy.redis.url);
+        copy.database.url = redact_url(&copy.database.url);
+        serde_json::to_string_pretty(&copy).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+    }
+}
+
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+impl DatabaseSettings {
+    /// Connection and pool wait timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl RedisSettings {
+    /// Connection timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// Reply timeout for non-blocking commands.
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+}
+
+impl HealthSettings {
+    /// Time each readiness check may take.
+    pub fn check_timeout(&self) -> Duration {
+        Duration::from_millis(self.check_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_from(&dir, None, Some(env))
+    }
+
+    #[test]
+    fn defaults_load_and_derive_an_instance_id() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.http.port, 8080);
+        assert!(s.instance.id.ends_with("-8080"), "{}", s.instance.id);
+        assert!(!s.redacted_summary().contains("troupe:troupe@"));
+    }
+
+    #[test]
+    fn environment_overrides_files_including_lists() {
+        let s = load(&[
+            ("TROUPE__HTTP__PORT", "9001"),
+            ("TROUPE__DOMAINS__ENABLED", "inventory"),
+            ("TROUPE__INSTANCE__ID", "worker-7"),
+        ])
+        .unwrap();
+        assert_eq!(s.http.port, 9001);
+        assert_eq!(s.domains.enabled, vec!["inventory".to_string()]);
+        assert_eq!(s.instance.id, "worker-7");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = load(&[("TROUPE__HTTP__PORT", "eighty")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.port"), "{err}");
+        let err = load(&[("TROUPE__DATABASE__URL", "mysql://x/y")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("database.url:"), "{err}");
+        let err = load(&[("TROUPE__DOMAINS__ENABLED", "inventory,billing")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("billing"), "{err}");
+    }
+}

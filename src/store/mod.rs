@@ -1,0 +1,55 @@
+//! Postgres persistence through diesel + diesel-async: the pool, the embedded migrations, and
+//! every SQL statement the runtime runs. Nothing outside this module imports diesel.
+//!
+//! Store functions take `&mut AsyncPgConnection`, so the same function runs on a pooled
+//! connection or inside a transaction.
+
+pub mod migrations;
+pub mod pool;
+pub mod schema;
+
+pub use pool::{DbConn, DbPool};
+
+use std::time::Duration;
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had from the pool (database down, pool exhausted, timeout).
+    #[error("no database connection: {0}")]
+    Pool(String),
+    /// A statement failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// A connection could not be opened directly (migrations).
+    #[error("database connection failed: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    /// Applying the embedded migrations failed.
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    /// The operation did not finish in time.
+    #[error("database did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A stored value could not be decoded.
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>> for StoreError {
+    fn from(e: deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>) -> Self {
+        StoreError::Pool(e.to_string())
+    }
+}
+
+/// `SELECT 1` on a pooled connection, bounded by `timeout`: the readiness check.
+pub async fn ping(pool: &DbPool, timeout: Duration) -> Result<(), StoreError> {
+    use diesel_async::RunQueryDsl;
+    let check = async {
+        let mut conn = pool.get().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok(())
+    };
+    tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| StoreError::Timeout(timeout))?
+}

@@ -1,0 +1,67 @@
+//! Diesel table definitions matching `migrations/`.
+
+diesel::table! {
+    /// Latest state of every entity.
+    troupe_entity_state (domain, key) {
+        /// Owning domain.
+        domain -> Text,
+        /// Entity key.
+        key -> Text,
+        /// Serialized state.
+        state -> Jsonb,
+        /// Number of events applied to the entity.
+        version -> Int8,
+        /// Last write.
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Entries applied by committed batches, kept until they can no longer be redelivered.
+    troupe_applied_batch (id) {
+        /// Batch id.
+        id -> Int8,
+        /// Consuming domain.
+        domain -> Text,
+        /// Stream the entries came from.
+        stream -> Text,
+        /// Stream entry ids.
+        entry_ids -> Array<Text>,
+        /// Millisecond part of the newest entry id.
+        max_id_ms -> Int8,
+        /// Sequence part of the newest entry id.
+        max_id_seq -> Int8,
+        /// Commit time.
+        committed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Emitted events waiting to be published.
+    troupe_outbox (seq) {
+        /// Publication order.
+        seq -> Int8,
+        /// Emitting domain.
+        domain -> Text,
+        /// Destination stream.
+        stream -> Text,
+        /// Envelope id.
+        event_id -> Uuid,
+        /// Envelope type.
+        event_type -> Text,
+        /// Envelope key.
+        key -> Text,
+        /// Envelope data (JSON text).
+        data -> Text,
+        /// W3C trace context of the emitting handler.
+        traceparent -> Nullable<Text>,
+        /// Commit time.
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    troupe_entity_state,
+    troupe_applied_batch,
+    troupe_outbox
+);

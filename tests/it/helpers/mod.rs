@@ -1,0 +1,95 @@
+//! Test helpers: spawn the app on a random port with isolated data.
+
+pub mod database;
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use troupe::settings::Settings;
+use troupe::startup::Application;
+
+pub use database::TestDatabase;
+pub use proxy::TcpProxy;
+
+/// The repository's `config/` directory.
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// Settings from `config/test.toml` plus the process's `TROUPE__*` variables (the server URLs
+/// that `scripts/dev.sh` exports), before per-test isolation is applied.
+pub fn base_settings() -> Settings {
+    let env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("TROUPE__"))
+        .collect();
+    Settings::load_from(&config_dir(), Some("test"), Some(env)).expect("test settings load")
+}
+
+/// Options for [`spawn_app_with`].
+#[derive(Default)]
+pub struct AppOptions {
+    /// Route the app's Postgres traffic through a proxy the test can cut.
+    pub database_proxy: bool,
+}
+
+/// A running application with its own database and key prefix.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The app's settings, after isolation.
+    pub settings: Settings,
+    /// The proxy in front of Postgres, when asked for.
+    pub database_proxy: Option<TcpProxy>,
+    /// The test's own database (dropped with the app).
+    pub database: TestDatabase,
+}
+
+impl TestApp {
+    /// GET `path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Spawns the app with default options.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+/// Spawns the app on a random port, with a fresh database and Redis key prefix.
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let mut settings = base_settings();
+    let database = TestDatabase::create(&settings.database.url).await;
+    settings.database.url = database.url.clone();
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    settings.redis.key_prefix = format!("test:{unique}:");
+    settings.instance.id = format!("test-{unique}");
+
+    let database_proxy = if options.database_proxy {
+        let proxy = TcpProxy::start(&database.url).await;
+        settings.database.url = proxy.rewrite_url(&database.url);
+        Some(proxy)
+    } else {
+        None
+    };
+
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        settings,
+        database_proxy,
+        database,
+    }
+}

@@ -1,0 +1,63 @@
+//! Request ids, metrics and JSON errors at the HTTP edge.
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+#[actix_web::test]
+async fn request_id_is_echoed_or_generated() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(format!("{}/health/live", app.address))
+        .header("X-Request-Id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "req-42");
+
+    let res = app.get("/health/live").await;
+    let generated = res.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+}
+
+#[actix_web::test]
+async fn metrics_show_http_series_by_route_template() {
+    let app = spawn_app().await;
+    app.get("/health/live").await;
+    app.get("/no/such/path/12345").await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let requests = text
+        .lines()
+        .find(|l| {
+            l.starts_with("http_requests_total{")
+                && l.contains(r#"route="/health/live""#)
+                && l.contains(r#"status="200""#)
+        })
+        .unwrap_or_else(|| panic!("no http_requests_total series for /health/live:\n{text}"));
+    let count: f64 = requests.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1.0);
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="unmatched""#),
+        "unmatched paths must share one label"
+    );
+    assert!(
+        !text.contains("/no/such/path"),
+        "raw paths must never become labels"
+    );
+}
+
+#[actix_web::test]
+async fn unknown_routes_get_a_json_error() {
+    let app = spawn_app().await;
+    let res = app.get("/nope").await;
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "route_not_found");
+}

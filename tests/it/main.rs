@@ -1,0 +1,10 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Integration tests: the real application against real Redis and Postgres servers (started by
+//! `scripts/dev.sh test`). Every test gets its own database and Redis key prefix, so the suite
+//! runs in parallel.
+
+mod helpers;
+
+mod config;
+mod health;
+mod http_telemetry;
