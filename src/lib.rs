@@ -7,6 +7,7 @@
 
 pub mod actors;
 pub mod cli;
+pub mod domain;
 pub mod domains;
 pub mod http;
 pub mod settings;

@@ -1,0 +1,93 @@
+//! Applying one input to one entity: the single code path shared by the runtime's partition
+//! actors and the test kit, so unit tests exercise exactly what production runs.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde_json::{Map, Value};
+
+use super::{Context, Domain, DomainError, Effects, Entity, MalformedEntry};
+
+/// An input applied successfully: the entity's next value and the effects to commit with it.
+#[derive(Debug, Clone)]
+pub struct Applied<S> {
+    /// The entity after the input (version incremented).
+    pub entity: Entity<S>,
+    /// Events and notifications produced.
+    pub effects: Effects,
+}
+
+/// Why an input was not applied. The entity is unchanged in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The handler returned an error.
+    #[error("handler error: {0}")]
+    Handler(#[from] DomainError),
+    /// The handler panicked.
+    #[error("handler panicked: {0}")]
+    Panicked(String),
+}
+
+/// Decodes an envelope's `type` and `data` into the domain's event type, checking the type
+/// against those the subscription handles.
+pub fn decode_event<D: Domain>(
+    handled_types: &[String],
+    event_type: &str,
+    data: &str,
+) -> Result<D::Event, MalformedEntry> {
+    if !handled_types.iter().any(|t| t == event_type) {
+        return Err(MalformedEntry::UnknownType(event_type.to_owned()));
+    }
+    let data: Value =
+        serde_json::from_str(data).map_err(|e| MalformedEntry::InvalidJson(e.to_string()))?;
+    let mut tagged = Map::with_capacity(2);
+    tagged.insert("type".into(), Value::String(event_type.to_owned()));
+    tagged.insert("data".into(), data);
+    serde_json::from_value(Value::Object(tagged)).map_err(|e| MalformedEntry::InvalidData {
+        event_type: event_type.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Applies `event` to a copy of `entity`; the original is untouched whatever happens.
+pub fn apply_event<D: Domain>(
+    domain: &D,
+    key: &str,
+    entity: &Entity<D::State>,
+    event: D::Event,
+) -> Result<Applied<D::State>, Failure> {
+    let (applied, ()) = run(key, entity, |state, ctx| domain.handle(state, event, ctx))?;
+    Ok(applied)
+}
+
+/// Applies `command` to a copy of `entity` and returns the reply with the result.
+pub fn apply_command<D: Domain>(
+    domain: &D,
+    key: &str,
+    entity: &Entity<D::State>,
+    command: D::Command,
+) -> Result<(Applied<D::State>, D::Reply), Failure> {
+    run(key, entity, |state, ctx| domain.execute(state, command, ctx))
+}
+
+fn run<S: Clone, R>(
+    key: &str,
+    entity: &Entity<S>,
+    f: impl FnOnce(&mut S, &mut Context) -> Result<R, DomainError>,
+) -> Result<(Applied<S>, R), Failure> {
+    let mut state = entity.state.clone();
+    let mut ctx = Context::new(key);
+    // The handler works on a copy, so unwinding cannot leave a half-applied state behind.
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut state, &mut ctx)))
+        .map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;
+    let reply = outcome?;
+    let entity = Entity { state, version: entity.version + 1 };
+    Ok((Applied { entity, effects: ctx.into_effects() }, reply))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}

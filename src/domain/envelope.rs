@@ -1,0 +1,154 @@
+//! The stream envelope: the contract other services write to. See `docs/events.md`.
+//!
+//! Fields of a stream entry: `id` (unique event id), `type`, `key` (entity key), `data` (JSON
+//! text), and optionally `ts` (RFC 3339) and `traceparent` (W3C trace context). Any client can
+//! write it (`redis-cli XADD s '*' id 1 type stock.adjusted key SKU-1 data '{"delta":1}'`).
+
+use serde::Serialize;
+
+/// A decoded stream entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Envelope {
+    /// Unique event id, chosen by the writer.
+    pub id: String,
+    /// Event type (`stock.adjusted`).
+    pub event_type: String,
+    /// Entity key.
+    pub key: String,
+    /// Payload, JSON text.
+    pub data: String,
+    /// When the event happened, RFC 3339, if the writer said.
+    pub ts: Option<String>,
+    /// W3C trace context of the writer, if any.
+    pub traceparent: Option<String>,
+}
+
+/// Why an entry is not a valid envelope; the reason goes with it to the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedEntry {
+    /// A required field is absent or empty.
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    /// A field is not UTF-8.
+    #[error("field `{0}` is not UTF-8")]
+    NotUtf8(String),
+    /// `data` is not JSON.
+    #[error("field `data` is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// `ts` is not RFC 3339.
+    #[error("field `ts` is not an RFC 3339 timestamp: {0}")]
+    InvalidTimestamp(String),
+    /// `traceparent` is not W3C trace context.
+    #[error("field `traceparent` is not W3C trace context")]
+    InvalidTraceparent,
+    /// The type is not one the domain handles on this stream.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// `data` does not fit the event type.
+    #[error("data does not fit event type {event_type:?}: {reason}")]
+    InvalidData {
+        /// The event type.
+        event_type: String,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The entry was deleted from the stream (trimmed) while pending.
+    #[error("entry was deleted from the stream before it was processed")]
+    Deleted,
+}
+
+impl MalformedEntry {
+    /// Stable reason code for the dead-letter entry and the metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MalformedEntry::MissingField(_) => "missing_field",
+            MalformedEntry::NotUtf8(_) => "not_utf8",
+            MalformedEntry::InvalidJson(_) => "invalid_json",
+            MalformedEntry::InvalidTimestamp(_) => "invalid_timestamp",
+            MalformedEntry::InvalidTraceparent => "invalid_traceparent",
+            MalformedEntry::UnknownType(_) => "unknown_type",
+            MalformedEntry::InvalidData { .. } => "invalid_data",
+            MalformedEntry::Deleted => "deleted",
+        }
+    }
+}
+
+impl Envelope {
+    /// Decodes an entry's fields. Unknown extra fields are ignored, so writers can add their
+    /// own metadata.
+    pub fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Self, MalformedEntry> {
+        let (mut id, mut event_type, mut key, mut data, mut ts, mut traceparent) =
+            (None, None, None, None, None, None);
+        for (name, value) in fields {
+            let slot = match name {
+                "id" => &mut id,
+                "type" => &mut event_type,
+                "key" => &mut key,
+                "data" => &mut data,
+                "ts" => &mut ts,
+                "traceparent" => &mut traceparent,
+                _ => continue,
+            };
+            let text = std::str::from_utf8(value).map_err(|_| MalformedEntry::NotUtf8(name.to_owned()))?;
+            *slot = Some(text.to_owned());
+        }
+        let required = |v: Option<String>, name| v.filter(|s| !s.is_empty()).ok_or(MalformedEntry::MissingField(name));
+        let envelope = Envelope {
+            id: required(id, "id")?,
+            event_type: required(event_type, "type")?,
+            key: required(key, "key")?,
+            data: required(data, "data")?,
+            ts: ts.filter(|s| !s.is_empty()),
+            traceparent: traceparent.filter(|s| !s.is_empty()),
+        };
+        if let Some(ts) = &envelope.ts {
+            chrono::DateTime::parse_from_rfc3339(ts)
+                .map_err(|e| MalformedEntry::InvalidTimestamp(e.to_string()))?;
+        }
+        if let Some(tp) = &envelope.traceparent {
+            if !is_traceparent(tp) {
+                return Err(MalformedEntry::InvalidTraceparent);
+            }
+        }
+        Ok(envelope)
+    }
+}
+
+/// `version-traceid-parentid-flags`, lowercase hex of 2-32-16-2 digits.
+pub fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let lens = [2, 32, 16, 2];
+    parts.len() == 4
+        && parts.iter().zip(lens).all(|(p, n)| {
+            p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(fields: &[(&str, &str)]) -> Result<Envelope, MalformedEntry> {
+        Envelope::from_fields(fields.iter().map(|(k, v)| (*k, v.as_bytes())))
+    }
+
+    #[test]
+    fn accepts_a_minimal_entry_and_ignores_extra_fields() {
+        let e = parse(&[("id", "e1"), ("type", "t"), ("key", "k"), ("data", "{}"), ("x-extra", "1")])
+            .unwrap();
+        assert_eq!((e.id.as_str(), e.key.as_str(), e.ts), ("e1", "k", None));
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        assert_eq!(parse(&[("id", "e1"), ("type", "t"), ("data", "{}")]), Err(MalformedEntry::MissingField("key")));
+        let bad_ts = parse(&[("id", "e"), ("type", "t"), ("key", "k"), ("data", "{}"), ("ts", "yesterday")]);
+        assert_eq!(bad_ts.unwrap_err().code(), "invalid_timestamp");
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(parse(&[("id", "e"), ("type", "t"), ("key", "k"), ("data", "{}"), ("traceparent", tp)]).is_ok());
+        let bad_tp = parse(&[("id", "e"), ("type", "t"), ("key", "k"), ("data", "{}"), ("traceparent", "x")]);
+        assert_eq!(bad_tp, Err(MalformedEntry::InvalidTraceparent));
+    }
+}

@@ -1,0 +1,216 @@
+//! The domain contract: what a user writes to put a business domain on Troupe.
+//!
+//! A domain is plain Rust. It names the streams and event types it consumes, keeps a state per
+//! entity key, and applies one input (a stream event, or a command from HTTP) to one entity's
+//! state at a time, returning effects: events to emit on `<domain>.events` and notifications
+//! for WebSocket clients. Nothing here knows about actix, Redis or Postgres; the runtime
+//! (`crate::actors`, `crate::streams`, `crate::store`) does the rest.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use troupe::domain::{Context, Domain, DomainError, Subscription};
+//!
+//! #[derive(Clone, Default, Serialize, Deserialize)]
+//! struct Counter { total: i64 }
+//!
+//! #[derive(Deserialize)]
+//! #[serde(tag = "type", content = "data")]
+//! enum CounterEvent {
+//!     #[serde(rename = "counter.added")]
+//!     Added { amount: i64 },
+//! }
+//!
+//! struct Counters;
+//!
+//! impl Domain for Counters {
+//!     type State = Counter;
+//!     type Event = CounterEvent;
+//!     type Command = std::convert::Infallible;
+//!     type Reply = ();
+//!
+//!     fn name(&self) -> &'static str { "counters" }
+//!     fn subscriptions(&self) -> Vec<Subscription> {
+//!         vec![Subscription::new("counters.input", &["counter.added"])]
+//!     }
+//!     fn handle(&self, state: &mut Counter, event: CounterEvent, ctx: &mut Context)
+//!         -> Result<(), DomainError>
+//!     {
+//!         let CounterEvent::Added { amount } = event;
+//!         state.total += amount;
+//!         ctx.emit("counter.changed", serde_json::json!({ "total": state.total }));
+//!         Ok(())
+//!     }
+//!     fn execute(&self, _: &mut Counter, command: Self::Command, _: &mut Context)
+//!         -> Result<(), DomainError>
+//!     {
+//!         match command {}
+//!     }
+//! }
+//! ```
+
+pub mod apply;
+pub mod envelope;
+pub mod testkit;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use apply::{Applied, Failure, apply_command, apply_event, decode_event};
+pub use envelope::{Envelope, MalformedEntry};
+
+/// A business domain run by Troupe.
+pub trait Domain: Send + Sync + 'static {
+    /// The state of one entity. A key that was never touched has `State::default()`.
+    type State: Clone + Default + Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// The events this domain consumes, decoded from an envelope's `type` and `data` as an
+    /// adjacently tagged enum: `#[serde(tag = "type", content = "data")]`.
+    type Event: DeserializeOwned + Send + 'static;
+    /// Commands this domain answers from HTTP (use `std::convert::Infallible` for none).
+    type Command: Send + 'static;
+    /// The reply to a command.
+    type Reply: Send + 'static;
+
+    /// Unique name: the consumer group, the output stream `<name>.events`, the state rows.
+    fn name(&self) -> &'static str;
+
+    /// The streams this domain consumes and the event types it handles on each.
+    fn subscriptions(&self) -> Vec<Subscription>;
+
+    /// Applies one event to one entity's state. Returning an error (or panicking) leaves the
+    /// state untouched and the entry unacknowledged: it is retried and, after
+    /// `max_deliveries`, moved to the dead-letter stream. Business outcomes such as "not enough
+    /// stock" are not errors: emit an event saying so.
+    fn handle(
+        &self,
+        state: &mut Self::State,
+        event: Self::Event,
+        ctx: &mut Context,
+    ) -> Result<(), DomainError>;
+
+    /// Applies one command from HTTP to one entity's state and returns the reply. Its effects
+    /// commit exactly like an event's before the reply is sent.
+    fn execute(
+        &self,
+        state: &mut Self::State,
+        command: Self::Command,
+        ctx: &mut Context,
+    ) -> Result<Self::Reply, DomainError>;
+}
+
+/// One stream a domain consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Logical stream name (`inventory.adjustments`); the key prefix is applied by the runtime.
+    pub stream: String,
+    /// Event types handled; an entry of another type is dead-lettered as `unknown_type`.
+    pub event_types: Vec<String>,
+}
+
+impl Subscription {
+    /// Subscribes to `stream` for `event_types`.
+    pub fn new(stream: &str, event_types: &[&str]) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+}
+
+/// An entity as the runtime keeps it: the domain's state plus the number of inputs applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Entity<S> {
+    /// The domain's state.
+    pub state: S,
+    /// How many inputs (events and commands) have been applied to this entity.
+    pub version: u64,
+}
+
+/// Why a domain refused or failed an input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// A business rule refused a command (HTTP 409 with `code`).
+    #[error("{message}")]
+    Rejected {
+        /// Stable snake_case code (`insufficient_stock`).
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// The input is not acceptable (HTTP 422; for a stream event: retried, then dead-lettered).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// An event a handler emits, published on the domain's output stream after commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Emitted {
+    /// Envelope `type`.
+    pub event_type: String,
+    /// Envelope `key`.
+    pub key: String,
+    /// Envelope `data`.
+    pub data: Value,
+}
+
+/// A message for WebSocket clients subscribed to `topic`, sent after commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    /// Topic, e.g. `inventory/SKU-1`.
+    pub topic: String,
+    /// Payload.
+    pub payload: Value,
+}
+
+/// What a handler may look at and produce while applying one input.
+#[derive(Debug)]
+pub struct Context {
+    key: String,
+    emitted: Vec<Emitted>,
+    notifications: Vec<Notification>,
+}
+
+impl Context {
+    /// A context for an input addressed to `key`.
+    pub fn new(key: &str) -> Self {
+        Self { key: key.to_owned(), emitted: Vec::new(), notifications: Vec::new() }
+    }
+
+    /// The key of the entity being handled.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Emits `event_type` with `data` for the current key.
+    pub fn emit(&mut self, event_type: &str, data: Value) {
+        let key = self.key.clone();
+        self.emit_for(&key, event_type, data);
+    }
+
+    /// Emits `event_type` with `data` for another key.
+    pub fn emit_for(&mut self, key: &str, event_type: &str, data: Value) {
+        self.emitted.push(Emitted { event_type: event_type.to_owned(), key: key.to_owned(), data });
+    }
+
+    /// Notifies WebSocket subscribers of `topic`.
+    pub fn notify(&mut self, topic: &str, payload: Value) {
+        self.notifications.push(Notification { topic: topic.to_owned(), payload });
+    }
+
+    /// Consumes the context, returning what was emitted and notified.
+    pub fn into_effects(self) -> Effects {
+        Effects { emitted: self.emitted, notifications: self.notifications }
+    }
+}
+
+/// The effects of one applied input.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    /// Events for `<domain>.events`.
+    pub emitted: Vec<Emitted>,
+    /// Notifications for WebSocket clients.
+    pub notifications: Vec<Notification>,
+}
