@@ -4,7 +4,11 @@
 //! Store functions take `&mut AsyncPgConnection`, so the same function runs on a pooled
 //! connection or inside a transaction.
 
+pub mod applied;
+pub mod batch;
+pub mod entities;
 pub mod migrations;
+pub mod outbox;
 pub mod pool;
 pub mod schema;
 

@@ -1,0 +1,120 @@
+//! Dead-letter streams: `<stream>.dlq` holds entries that could not be processed, with the
+//! original fields and the reason, for an operator to list, replay or discard.
+
+use redis::aio::ConnectionLike;
+use redis::{Script, Value};
+use serde::Serialize;
+
+use super::StreamError;
+use super::entry::{EntryId, StreamEntry, parse_entries};
+use super::group::Consumer;
+
+/// Prefix of the fields the runtime adds to a dead-lettered entry.
+pub const FIELD_PREFIX: &str = "dlq_";
+
+/// Why an entry is dead-lettered.
+#[derive(Debug, Clone)]
+pub struct Reason<'a> {
+    /// Stable code: `invalid_json`, `unknown_type`, `max_deliveries`...
+    pub code: &'a str,
+    /// The error text.
+    pub error: &'a str,
+    /// How many times the entry was delivered.
+    pub deliveries: u64,
+}
+
+/// Moves `entry` to `dlq_key` and acknowledges it, in one `MULTI`: either both happen or
+/// neither, so an entry is never both dead-lettered and still pending, nor lost.
+pub async fn move_to_dead_letters<C: ConnectionLike>(
+    conn: &mut C,
+    consumer: &Consumer,
+    dlq_key: &str,
+    entry: &StreamEntry,
+    reason: &Reason<'_>,
+) -> Result<(), StreamError> {
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(dlq_key).arg("*");
+    for (k, v) in entry.fields.iter().flatten() {
+        xadd.arg(k).arg(v.as_slice());
+    }
+    xadd.arg("dlq_reason").arg(reason.code)
+        .arg("dlq_error").arg(reason.error)
+        .arg("dlq_stream").arg(&consumer.stream_key)
+        .arg("dlq_group").arg(&consumer.group)
+        .arg("dlq_consumer").arg(&consumer.name)
+        .arg("dlq_original_id").arg(entry.id.to_string())
+        .arg("dlq_deliveries").arg(reason.deliveries)
+        .arg("dlq_at").arg(chrono::Utc::now().to_rfc3339());
+    let mut xack = redis::cmd("XACK");
+    xack.arg(&consumer.stream_key).arg(&consumer.group).arg(entry.id.to_string());
+    redis::pipe().atomic().add_command(xadd).add_command(xack).exec_async(conn).await?;
+    Ok(())
+}
+
+/// A dead-lettered entry as an operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Id in the dead-letter stream.
+    pub id: String,
+    /// Original fields, and the `dlq_*` fields the runtime added.
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+/// Lists dead letters after `after` (exclusive), oldest first.
+pub async fn list<C: ConnectionLike>(
+    conn: &mut C,
+    dlq_key: &str,
+    after: Option<EntryId>,
+    count: usize,
+) -> Result<Vec<DeadLetter>, StreamError> {
+    let start = after.map(|id| id.next().to_string()).unwrap_or_else(|| "-".to_owned());
+    let reply: Value =
+        redis::cmd("XRANGE").arg(dlq_key).arg(start).arg("+").arg("COUNT").arg(count).query_async(conn).await?;
+    let entries = parse_entries(reply).map_err(StreamError::Protocol)?;
+    Ok(entries
+        .into_iter()
+        .map(|e| DeadLetter {
+            id: e.id.to_string(),
+            fields: e
+                .fields
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Puts a dead letter back on its stream (without the `dlq_*` fields) and removes it from the
+/// dead-letter stream, atomically. Returns the new entry id, or `None` if there is no such
+/// dead letter (already replayed or discarded).
+pub async fn replay<C: ConnectionLike>(
+    conn: &mut C,
+    dlq_key: &str,
+    stream_key: &str,
+    id: EntryId,
+) -> Result<Option<String>, StreamError> {
+    let script = Script::new(
+        r"
+        local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+        if #found == 0 then return false end
+        local fields, out = found[1][2], {}
+        for i = 1, #fields, 2 do
+          if string.sub(fields[i], 1, 4) ~= 'dlq_' then
+            out[#out + 1] = fields[i]
+            out[#out + 1] = fields[i + 1]
+          end
+        end
+        local new_id = redis.call('XADD', KEYS[2], '*', unpack(out))
+        redis.call('XDEL', KEYS[1], ARGV[1])
+        return new_id
+        ",
+    );
+    Ok(script.key(dlq_key).key(stream_key).arg(id.to_string()).invoke_async(conn).await?)
+}
+
+/// Deletes a dead letter; returns whether it existed.
+pub async fn discard<C: ConnectionLike>(conn: &mut C, dlq_key: &str, id: EntryId) -> Result<bool, StreamError> {
+    let deleted: u64 = redis::cmd("XDEL").arg(dlq_key).arg(id.to_string()).query_async(conn).await?;
+    Ok(deleted > 0)
+}
