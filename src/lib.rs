@@ -9,6 +9,7 @@ pub mod actors;
 pub mod cli;
 pub mod domain;
 pub mod domains;
+pub mod faults;
 pub mod http;
 pub mod settings;
 pub mod startup;

@@ -52,6 +52,76 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Which reference domains this process runs.
     pub domains: DomainsSettings,
+    /// How domains consume, process and publish.
+    pub runtime: RuntimeSettings,
+    /// Fault injection for crash testing (off by default).
+    #[serde(default)]
+    pub faults: FaultSettings,
+}
+
+/// How domains consume, process and publish.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Partition actors per domain; each owns the keys hashed to it.
+    pub partitions: usize,
+    /// Entries per XREADGROUP (COUNT): the unit of processing and of commit.
+    pub read_count: usize,
+    /// How long one XREADGROUP waits for new entries (BLOCK).
+    pub read_block_ms: u64,
+    /// Entries pending this long on another consumer are presumed abandoned and claimed
+    /// (XAUTOCLAIM min-idle). Must exceed the longest time a live consumer may take on a batch.
+    pub claim_min_idle_ms: u64,
+    /// How often a reader looks for abandoned entries.
+    pub claim_interval_ms: u64,
+    /// Deliveries after which a failing entry moves to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// Time an actor request (batch, command, query) may take before the caller gives up.
+    pub ask_timeout_ms: u64,
+    /// Outbox rows published per relay round.
+    pub relay_batch: i64,
+    /// How often the relay looks for events when nothing woke it.
+    pub relay_interval_ms: u64,
+    /// Output stream entries older than this are trimmed, unless a group still needs them.
+    pub output_retention_seconds: u64,
+    /// How often consumer lag, pending counts and the outbox backlog are measured.
+    pub stats_interval_ms: u64,
+    /// First restart delay of a failed actor.
+    pub backoff_initial_ms: u64,
+    /// Longest restart delay.
+    pub backoff_max_ms: u64,
+    /// Restarts allowed within `restart_window_seconds` before the domain is declared failed.
+    pub max_restarts: u32,
+    /// Window for `max_restarts`.
+    pub restart_window_seconds: u64,
+}
+
+/// A named boundary at which the process can be made to abort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrashPoint {
+    /// After entries were read, before anything was applied.
+    AfterRead,
+    /// After a batch committed to Postgres, before its entries were acknowledged.
+    AfterCommitBeforeAck,
+    /// After the relay published events, before it deleted them from the outbox.
+    AfterPublishBeforeMark,
+}
+
+/// Fault injection: abort the process at a named boundary, for crash tests.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSettings {
+    /// Where to abort; unset means never.
+    #[serde(default)]
+    pub crash_at: Option<CrashPoint>,
+    /// Abort on the n-th time the boundary is reached (default 1).
+    #[serde(default = "one")]
+    pub crash_after: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Identity of this process.
@@ -216,11 +286,47 @@ impl Settings {
                 self.http.shutdown_grace_seconds,
             ),
             ("http.json_limit_bytes", self.http.json_limit_bytes as u64),
+            ("runtime.partitions", self.runtime.partitions as u64),
+            ("runtime.read_count", self.runtime.read_count as u64),
+            ("runtime.read_block_ms", self.runtime.read_block_ms),
+            ("runtime.claim_min_idle_ms", self.runtime.claim_min_idle_ms),
+            ("runtime.claim_interval_ms", self.runtime.claim_interval_ms),
+            ("runtime.max_deliveries", self.runtime.max_deliveries),
+            ("runtime.ask_timeout_ms", self.runtime.ask_timeout_ms),
+            (
+                "runtime.relay_batch",
+                self.runtime.relay_batch.max(0) as u64,
+            ),
+            ("runtime.relay_interval_ms", self.runtime.relay_interval_ms),
+            (
+                "runtime.output_retention_seconds",
+                self.runtime.output_retention_seconds,
+            ),
+            ("runtime.stats_interval_ms", self.runtime.stats_interval_ms),
+            (
+                "runtime.backoff_initial_ms",
+                self.runtime.backoff_initial_ms,
+            ),
+            ("runtime.max_restarts", u64::from(self.runtime.max_restarts)),
+            (
+                "runtime.restart_window_seconds",
+                self.runtime.restart_window_seconds,
+            ),
+            ("faults.crash_after", self.faults.crash_after),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return invalid(key, "must be greater than 0".into());
             }
+        }
+        if self.runtime.backoff_max_ms < self.runtime.backoff_initial_ms {
+            return invalid(
+                "runtime.backoff_max_ms",
+                "must not be below runtime.backoff_initial_ms".into(),
+            );
+        }
+        if self.runtime.read_count > 100_000 {
+            return invalid("runtime.read_count", "must be at most 100000".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
             return invalid("telemetry.log_filter", e.to_string());
@@ -295,6 +401,33 @@ impl RedisSettings {
     }
 }
 
+impl RuntimeSettings {
+    /// XREADGROUP BLOCK time.
+    pub fn read_block(&self) -> Duration {
+        Duration::from_millis(self.read_block_ms)
+    }
+    /// XAUTOCLAIM min-idle.
+    pub fn claim_min_idle(&self) -> Duration {
+        Duration::from_millis(self.claim_min_idle_ms)
+    }
+    /// Interval between claim scans.
+    pub fn claim_interval(&self) -> Duration {
+        Duration::from_millis(self.claim_interval_ms)
+    }
+    /// Actor request timeout.
+    pub fn ask_timeout(&self) -> Duration {
+        Duration::from_millis(self.ask_timeout_ms)
+    }
+    /// Relay polling interval.
+    pub fn relay_interval(&self) -> Duration {
+        Duration::from_millis(self.relay_interval_ms)
+    }
+    /// Stats interval.
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_millis(self.stats_interval_ms)
+    }
+}
+
 impl HealthSettings {
     /// Time each readiness check may take.
     pub fn check_timeout(&self) -> Duration {
@@ -334,6 +467,13 @@ mod tests {
         assert_eq!(s.http.port, 9001);
         assert_eq!(s.domains.enabled, vec!["inventory".to_string()]);
         assert_eq!(s.instance.id, "worker-7");
+        let s = load(&[("TROUPE__FAULTS__CRASH_AT", "after_commit_before_ack")]).unwrap();
+        assert_eq!(s.faults.crash_at, Some(CrashPoint::AfterCommitBeforeAck));
+        assert_eq!(s.faults.crash_after, 1);
+        let err = load(&[("TROUPE__FAULTS__CRASH_AT", "sometime")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sometime"), "{err}");
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //! start on a random port.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
+use crate::actors::handle::DomainHandle;
+use crate::actors::runtime::{RunningDomain, start_domain};
+use crate::domain::Domain;
+use crate::domains::inventory::Inventory;
 use crate::http::{self, AppState, request_telemetry};
 use crate::settings::Settings;
 use crate::store::{self, StoreError};
@@ -24,6 +28,9 @@ pub enum StartupError {
     /// Redis could not be reached.
     #[error(transparent)]
     Streams(#[from] StreamError),
+    /// `domains.enabled` names a domain this binary does not have.
+    #[error("unknown domain {0:?}")]
+    UnknownDomain(String),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -34,10 +41,66 @@ pub enum StartupError {
     },
 }
 
+/// The domains this instance runs, as the HTTP layer and shutdown see them.
+pub struct RunningDomains {
+    /// The inventory domain, when enabled.
+    pub inventory: Option<DomainHandle<Inventory>>,
+    /// Logical names of every stream the running domains consume (for the dead-letter API).
+    pub streams: Vec<String>,
+    running: Mutex<Option<RunningSet>>,
+}
+
+#[derive(Default)]
+struct RunningSet {
+    inventory: Option<RunningDomain<Inventory>>,
+}
+
+impl RunningDomains {
+    async fn start(settings: &Settings, redis: &RedisClients) -> Result<Self, StartupError> {
+        let mut set = RunningSet::default();
+        let mut streams = Vec::new();
+        for name in &settings.domains.enabled {
+            match name.as_str() {
+                "inventory" => {
+                    let running = start_domain(Inventory, settings, redis).await?;
+                    streams.extend(Inventory.subscriptions().into_iter().map(|s| s.stream));
+                    set.inventory = Some(running);
+                }
+                other => return Err(StartupError::UnknownDomain(other.to_owned())),
+            }
+        }
+        Ok(Self {
+            inventory: set.inventory.as_ref().map(|r| r.handle.clone()),
+            streams,
+            running: Mutex::new(Some(set)),
+        })
+    }
+
+    /// Health of each running domain.
+    pub fn statuses(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let mut out = Vec::new();
+        if let Some(h) = &self.inventory {
+            out.push((h.name(), h.status().map_err(|e| e.to_string())));
+        }
+        out
+    }
+
+    async fn shutdown(&self, grace: Duration) {
+        let set = self.running.lock().ok().and_then(|mut r| r.take());
+        if let Some(set) = set {
+            if let Some(inventory) = set.inventory {
+                inventory.shutdown(grace).await;
+            }
+        }
+    }
+}
+
 /// A built application, listening but not yet serving until [`Application::run_until_stopped`].
 pub struct Application {
     port: u16,
     server: Server,
+    domains: Arc<RunningDomains>,
+    grace: Duration,
 }
 
 impl Application {
@@ -63,11 +126,13 @@ impl Application {
             .map_err(|source| StartupError::Bind { address, source })?
             .port();
 
+        let domains = Arc::new(RunningDomains::start(&settings, &redis).await?);
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             redis,
             db,
             metrics,
+            domains: domains.clone(),
         });
         let json_limit = settings.http.json_limit_bytes;
         let mut server = HttpServer::new(move || {
@@ -91,9 +156,12 @@ impl Application {
             domains = ?settings.domains.enabled,
             "troupe is listening"
         );
+        let grace = Duration::from_secs(settings.http.shutdown_grace_seconds);
         Ok(Self {
             port,
             server: server.run(),
+            domains,
+            grace,
         })
     }
 
@@ -102,12 +170,15 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, then stops accepting connections and lets in-flight
-    /// requests finish within `http.shutdown_grace_seconds`.
+    /// Serves until SIGINT/SIGTERM, then shuts down in order: stop accepting HTTP and finish
+    /// in-flight requests, stop the readers, let the batches in flight commit, publish the
+    /// outbox, stop the domains — each step within `http.shutdown_grace_seconds`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await?;
+        let served = self.server.await;
+        tracing::info!("http server stopped; stopping domains");
+        self.domains.shutdown(self.grace).await;
         tracing::info!("troupe stopped");
-        Ok(())
+        served
     }
 }
 

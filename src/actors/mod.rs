@@ -1,1 +1,16 @@
-//! Supervision and domain actors.
+//! Supervision and domain actors: the runtime that runs a [`crate::domain::Domain`].
+//!
+//! Per domain: a [`supervisor::DomainSupervisor`] starts and restarts (with backoff) the
+//! [`partition::Partition`] actors that own the entities, one [`reader::Reader`] per subscribed
+//! stream, the [`processor::Processor`] that turns each batch into one committed unit of work,
+//! and the [`relay::Relay`] that publishes the outbox. See `docs/architecture.md`.
+
+pub mod backoff;
+pub mod context;
+pub mod handle;
+pub mod partition;
+pub mod processor;
+pub mod reader;
+pub mod relay;
+pub mod runtime;
+pub mod supervisor;

@@ -66,7 +66,9 @@ pub fn apply_command<D: Domain>(
     entity: &Entity<D::State>,
     command: D::Command,
 ) -> Result<(Applied<D::State>, D::Reply), Failure> {
-    run(key, entity, |state, ctx| domain.execute(state, command, ctx))
+    run(key, entity, |state, ctx| {
+        domain.execute(state, command, ctx)
+    })
 }
 
 fn run<S: Clone, R>(
@@ -80,8 +82,17 @@ fn run<S: Clone, R>(
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut state, &mut ctx)))
         .map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;
     let reply = outcome?;
-    let entity = Entity { state, version: entity.version + 1 };
-    Ok((Applied { entity, effects: ctx.into_effects() }, reply))
+    let entity = Entity {
+        state,
+        version: entity.version + 1,
+    };
+    Ok((
+        Applied {
+            entity,
+            effects: ctx.into_effects(),
+        },
+        reply,
+    ))
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -91,10 +91,14 @@ impl Envelope {
                 "traceparent" => &mut traceparent,
                 _ => continue,
             };
-            let text = std::str::from_utf8(value).map_err(|_| MalformedEntry::NotUtf8(name.to_owned()))?;
+            let text =
+                std::str::from_utf8(value).map_err(|_| MalformedEntry::NotUtf8(name.to_owned()))?;
             *slot = Some(text.to_owned());
         }
-        let required = |v: Option<String>, name| v.filter(|s| !s.is_empty()).ok_or(MalformedEntry::MissingField(name));
+        let required = |v: Option<String>, name| {
+            v.filter(|s| !s.is_empty())
+                .ok_or(MalformedEntry::MissingField(name))
+        };
         let envelope = Envelope {
             id: required(id, "id")?,
             event_type: required(event_type, "type")?,
@@ -122,8 +126,25 @@ pub fn is_traceparent(value: &str) -> bool {
     let lens = [2, 32, 16, 2];
     parts.len() == 4
         && parts.iter().zip(lens).all(|(p, n)| {
-            p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            p.len() == n
+                && p.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
+}
+
+/// The trace context for work caused by an input: the input's trace id (a new one when the
+/// input carried none) with a new span id, sampled.
+pub fn child_traceparent(parent: Option<&str>) -> String {
+    let trace_id = parent
+        .filter(|p| is_traceparent(p))
+        .and_then(|p| p.split('-').nth(1).map(str::to_owned))
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>().max(1)));
+    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>().max(1))
+}
+
+/// The trace id of a traceparent.
+pub fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or("")
 }
 
 #[cfg(test)]
@@ -136,19 +157,59 @@ mod tests {
 
     #[test]
     fn accepts_a_minimal_entry_and_ignores_extra_fields() {
-        let e = parse(&[("id", "e1"), ("type", "t"), ("key", "k"), ("data", "{}"), ("x-extra", "1")])
-            .unwrap();
+        let e = parse(&[
+            ("id", "e1"),
+            ("type", "t"),
+            ("key", "k"),
+            ("data", "{}"),
+            ("x-extra", "1"),
+        ])
+        .unwrap();
         assert_eq!((e.id.as_str(), e.key.as_str(), e.ts), ("e1", "k", None));
     }
 
     #[test]
+    fn child_trace_context_continues_the_parent_trace() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let child = child_traceparent(Some(parent));
+        assert!(is_traceparent(&child));
+        assert_eq!(trace_id(&child), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(child, parent);
+        assert!(is_traceparent(&child_traceparent(None)));
+    }
+
+    #[test]
     fn names_what_is_wrong() {
-        assert_eq!(parse(&[("id", "e1"), ("type", "t"), ("data", "{}")]), Err(MalformedEntry::MissingField("key")));
-        let bad_ts = parse(&[("id", "e"), ("type", "t"), ("key", "k"), ("data", "{}"), ("ts", "yesterday")]);
+        assert_eq!(
+            parse(&[("id", "e1"), ("type", "t"), ("data", "{}")]),
+            Err(MalformedEntry::MissingField("key"))
+        );
+        let bad_ts = parse(&[
+            ("id", "e"),
+            ("type", "t"),
+            ("key", "k"),
+            ("data", "{}"),
+            ("ts", "yesterday"),
+        ]);
         assert_eq!(bad_ts.unwrap_err().code(), "invalid_timestamp");
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert!(parse(&[("id", "e"), ("type", "t"), ("key", "k"), ("data", "{}"), ("traceparent", tp)]).is_ok());
-        let bad_tp = parse(&[("id", "e"), ("type", "t"), ("key", "k"), ("data", "{}"), ("traceparent", "x")]);
+        assert!(
+            parse(&[
+                ("id", "e"),
+                ("type", "t"),
+                ("key", "k"),
+                ("data", "{}"),
+                ("traceparent", tp)
+            ])
+            .is_ok()
+        );
+        let bad_tp = parse(&[
+            ("id", "e"),
+            ("type", "t"),
+            ("key", "k"),
+            ("data", "{}"),
+            ("traceparent", "x"),
+        ]);
         assert_eq!(bad_tp, Err(MalformedEntry::InvalidTraceparent));
     }
 }

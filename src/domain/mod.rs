@@ -62,7 +62,7 @@ pub use envelope::{Envelope, MalformedEntry};
 /// A business domain run by Troupe.
 pub trait Domain: Send + Sync + 'static {
     /// The state of one entity. A key that was never touched has `State::default()`.
-    type State: Clone + Default + Serialize + DeserializeOwned + Send + Sync + 'static;
+    type State: Clone + Default + Serialize + DeserializeOwned + Send + Sync + Unpin + 'static;
     /// The events this domain consumes, decoded from an envelope's `type` and `data` as an
     /// adjacently tagged enum: `#[serde(tag = "type", content = "data")]`.
     type Event: DeserializeOwned + Send + 'static;
@@ -176,7 +176,11 @@ pub struct Context {
 impl Context {
     /// A context for an input addressed to `key`.
     pub fn new(key: &str) -> Self {
-        Self { key: key.to_owned(), emitted: Vec::new(), notifications: Vec::new() }
+        Self {
+            key: key.to_owned(),
+            emitted: Vec::new(),
+            notifications: Vec::new(),
+        }
     }
 
     /// The key of the entity being handled.
@@ -192,17 +196,27 @@ impl Context {
 
     /// Emits `event_type` with `data` for another key.
     pub fn emit_for(&mut self, key: &str, event_type: &str, data: Value) {
-        self.emitted.push(Emitted { event_type: event_type.to_owned(), key: key.to_owned(), data });
+        self.emitted.push(Emitted {
+            event_type: event_type.to_owned(),
+            key: key.to_owned(),
+            data,
+        });
     }
 
     /// Notifies WebSocket subscribers of `topic`.
     pub fn notify(&mut self, topic: &str, payload: Value) {
-        self.notifications.push(Notification { topic: topic.to_owned(), payload });
+        self.notifications.push(Notification {
+            topic: topic.to_owned(),
+            payload,
+        });
     }
 
     /// Consumes the context, returning what was emitted and notified.
     pub fn into_effects(self) -> Effects {
-        Effects { emitted: self.emitted, notifications: self.notifications }
+        Effects {
+            emitted: self.emitted,
+            notifications: self.notifications,
+        }
     }
 }
 

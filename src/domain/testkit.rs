@@ -34,7 +34,11 @@ pub struct TestEvent {
 
 /// Builds a [`TestEvent`].
 pub fn event(key: &str, event_type: &str, data: Value) -> TestEvent {
-    TestEvent { key: key.to_owned(), event_type: event_type.to_owned(), data }
+    TestEvent {
+        key: key.to_owned(),
+        event_type: event_type.to_owned(),
+        data,
+    }
 }
 
 /// Why an input given to the kit was not applied.
@@ -58,9 +62,16 @@ pub struct TestKit<D: Domain> {
 impl<D: Domain> TestKit<D> {
     /// A harness with no entities.
     pub fn new(domain: D) -> Self {
-        let handled_types =
-            domain.subscriptions().into_iter().flat_map(|s| s.event_types).collect();
-        Self { domain, handled_types, entities: BTreeMap::new() }
+        let handled_types = domain
+            .subscriptions()
+            .into_iter()
+            .flat_map(|s| s.event_types)
+            .collect();
+        Self {
+            domain,
+            handled_types,
+            entities: BTreeMap::new(),
+        }
     }
 
     /// Applies `events` as history. Panics if one is not applied: history is a precondition.
@@ -77,8 +88,7 @@ impl<D: Domain> TestKit<D> {
     /// Applies one event as the runtime would; on success the entity is updated and the
     /// effects are returned, on failure nothing changes.
     pub fn when(&mut self, e: TestEvent) -> Result<Effects, TestFailure> {
-        let decoded =
-            decode_event::<D>(&self.handled_types, &e.event_type, &e.data.to_string())?;
+        let decoded = decode_event::<D>(&self.handled_types, &e.event_type, &e.data.to_string())?;
         let current = self.entities.get(&e.key).cloned().unwrap_or_default();
         let applied = apply_event(&self.domain, &e.key, &current, decoded)?;
         self.entities.insert(e.key, applied.entity);

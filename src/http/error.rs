@@ -11,6 +11,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
+use crate::actors::handle::DomainUnavailable;
+use crate::actors::processor::CommandError;
+use crate::domain::DomainError;
+use crate::streams::StreamError;
+
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -45,6 +50,20 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("expected a body with content type application/json")]
     UnsupportedMediaType,
+    /// A business rule refused the request.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code from the domain (`insufficient_stock`).
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// The request is well-formed but not acceptable.
+    #[error("{message}")]
+    Unprocessable {
+        /// What is wrong.
+        message: String,
+    },
     /// A dependency needed to answer is down.
     #[error("{message}")]
     Unavailable {
@@ -70,6 +89,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable { code, .. } => code,
+            ApiError::Conflict { code, .. } => code,
+            ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -93,6 +114,8 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,6 +156,52 @@ impl From<JsonPayloadError> for ApiError {
                 code: "invalid_body",
                 message: other.to_string(),
             },
+        }
+    }
+}
+
+impl From<DomainUnavailable> for ApiError {
+    fn from(e: DomainUnavailable) -> Self {
+        tracing::warn!(error = %e, "domain unavailable");
+        ApiError::Unavailable {
+            code: "domain_unavailable",
+            message: e.to_string(),
+            details: None,
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Domain(DomainError::Rejected { code, message }) => {
+                ApiError::Conflict { code, message }
+            }
+            CommandError::Domain(DomainError::Invalid(message)) => {
+                ApiError::Unprocessable { message }
+            }
+            CommandError::Domain(DomainError::Failed(message)) | CommandError::Failed(message) => {
+                ApiError::Internal(message.into())
+            }
+            CommandError::Unavailable(message) => {
+                tracing::warn!(error = %message, "command not carried out");
+                ApiError::Unavailable {
+                    code: "domain_unavailable",
+                    message,
+                    details: None,
+                }
+            }
+        }
+    }
+}
+
+impl From<StreamError> for ApiError {
+    fn from(e: StreamError) -> Self {
+        tracing::warn!(error = %e, "redis unavailable");
+        ApiError::Unavailable {
+            code: "redis_unavailable",
+            message: "redis is unavailable".into(),
+            details: None,
         }
     }
 }
@@ -203,6 +272,25 @@ mod tests {
                 "not_ready",
             ),
             (ApiError::Internal("secret detail".into()), 500, "internal"),
+            (
+                CommandError::Domain(DomainError::Rejected {
+                    code: "insufficient_stock",
+                    message: "no".into(),
+                })
+                .into(),
+                409,
+                "insufficient_stock",
+            ),
+            (
+                CommandError::Domain(DomainError::Invalid("bad".into())).into(),
+                422,
+                "unprocessable",
+            ),
+            (
+                CommandError::Unavailable("down".into()).into(),
+                503,
+                "domain_unavailable",
+            ),
         ];
         for (error, status, code) in cases {
             let (got_status, json) = body(error).await;

@@ -45,7 +45,7 @@ pub async fn live() -> HttpResponse {
 }
 
 /// `GET /health/ready`: 200 when Redis and Postgres both answer within
-/// `health.check_timeout_ms`, otherwise 503 naming what failed.
+/// `health.check_timeout_ms` and no domain has failed, otherwise 503 naming what failed.
 #[get("/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let timeout: Duration = state.settings.health.check_timeout();
@@ -59,12 +59,31 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             CheckResult::from_outcome(started, crate::store::ping(&state.db, timeout).await)
         },
     );
-    let failed: Vec<&str> = [("redis", &redis), ("postgres", &postgres)]
+    let mut failed: Vec<String> = [("redis", &redis), ("postgres", &postgres)]
         .into_iter()
         .filter(|(_, check)| !check.ok)
-        .map(|(name, _)| name)
+        .map(|(name, _)| name.to_owned())
         .collect();
-    let checks = json!({ "redis": redis, "postgres": postgres });
+    let mut domains = serde_json::Map::new();
+    for (name, status) in state.domains.statuses() {
+        let check = match status {
+            Ok(()) => CheckResult {
+                ok: true,
+                latency_ms: 0,
+                error: None,
+            },
+            Err(reason) => {
+                failed.push(format!("domain {name}"));
+                CheckResult {
+                    ok: false,
+                    latency_ms: 0,
+                    error: Some(reason),
+                }
+            }
+        };
+        domains.insert(name.to_owned(), json!(check));
+    }
+    let checks = json!({ "redis": redis, "postgres": postgres, "domains": domains });
     if failed.is_empty() {
         return Ok(HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks })));
     }

@@ -2,8 +2,10 @@
 //!
 //! Handlers are thin: parse, ask a domain actor or the store, map the result.
 
+pub mod dead_letters;
 pub mod error;
 pub mod health;
+pub mod inventory;
 pub mod metrics;
 pub mod request_telemetry;
 
@@ -15,6 +17,7 @@ use actix_web::{HttpRequest, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::settings::Settings;
+use crate::startup::RunningDomains;
 use crate::store::DbPool;
 use crate::streams::RedisClients;
 
@@ -28,6 +31,8 @@ pub struct AppState {
     pub db: DbPool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Handles on the domains this instance runs.
+    pub domains: Arc<RunningDomains>,
 }
 
 /// Registers every route and the extractor configuration (body limit, JSON error bodies).
@@ -42,6 +47,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit_bytes: usize) {
     .service(health::live)
     .service(health::ready)
     .service(metrics::render)
+    .service(inventory::list_stock)
+    .service(inventory::get_stock)
+    .service(inventory::adjust_stock)
+    .service(dead_letters::list)
+    .service(dead_letters::replay)
+    .service(dead_letters::discard)
     .default_service(web::to(no_route));
 }
 

@@ -18,8 +18,12 @@ pub async fn record(
     stream: &str,
     ids: &[EntryId],
 ) -> Result<(), StoreError> {
-    let Some(max) = ids.iter().max() else { return Ok(()) };
-    let to_i64 = |v: u64| i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("stream id {max} out of range")));
+    let Some(max) = ids.iter().max() else {
+        return Ok(());
+    };
+    let to_i64 = |v: u64| {
+        i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("stream id {max} out of range")))
+    };
     diesel::insert_into(t::table)
         .values((
             t::domain.eq(domain),
@@ -58,7 +62,10 @@ pub async fn already_applied(
     .bind::<Array<Text>, _>(&wanted)
     .load(conn)
     .await?;
-    found.into_iter().map(|f| f.id.parse().map_err(StoreError::Corrupt)).collect()
+    found
+        .into_iter()
+        .map(|f| f.id.parse().map_err(StoreError::Corrupt))
+        .collect()
 }
 
 /// Deletes records whose newest entry is older than `oldest_unacked`: such entries were all
@@ -75,7 +82,11 @@ pub async fn prune(
         t::table
             .filter(t::domain.eq(domain))
             .filter(t::stream.eq(stream))
-            .filter(t::max_id_ms.lt(ms).or(t::max_id_ms.eq(ms).and(t::max_id_seq.lt(seq)))),
+            .filter(
+                t::max_id_ms
+                    .lt(ms)
+                    .or(t::max_id_ms.eq(ms).and(t::max_id_seq.lt(seq))),
+            ),
     )
     .execute(conn)
     .await?;

@@ -26,7 +26,10 @@ pub struct BatchCommit<'a> {
 
 /// Writes states, the applied-input record and the emitted events atomically.
 #[tracing::instrument(skip_all, fields(domain = batch.domain, entries = batch.applied.len(), entities = batch.entities.len(), events = batch.events.len()))]
-pub async fn commit(conn: &mut AsyncPgConnection, batch: &BatchCommit<'_>) -> Result<(), StoreError> {
+pub async fn commit(
+    conn: &mut AsyncPgConnection,
+    batch: &BatchCommit<'_>,
+) -> Result<(), StoreError> {
     conn.transaction::<_, StoreError, _>(async |tx| {
         entities::upsert(tx, batch.domain, &batch.entities).await?;
         if let Some(stream) = batch.stream {

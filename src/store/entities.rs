@@ -47,11 +47,22 @@ pub async fn load_page(
         query = query.filter(t::key.gt(after.to_owned()));
     }
     let rows: Vec<(String, serde_json::Value, i64)> = query.load(conn).await?;
-    Ok(rows.into_iter().map(|(key, state, version)| StoredEntity { key, state, version }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(key, state, version)| StoredEntity {
+            key,
+            state,
+            version,
+        })
+        .collect())
 }
 
 /// Inserts or replaces the given entities of `domain` with one statement.
-pub async fn upsert(conn: &mut AsyncPgConnection, domain: &str, rows: &[EntityWrite]) -> Result<(), StoreError> {
+pub async fn upsert(
+    conn: &mut AsyncPgConnection,
+    domain: &str,
+    rows: &[EntityWrite],
+) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }

@@ -58,34 +58,68 @@ pub async fn append(
 }
 
 /// The oldest unpublished events of `domain`, in `seq` order.
-pub async fn next_batch(conn: &mut AsyncPgConnection, domain: &str, limit: i64) -> Result<Vec<OutgoingEvent>, StoreError> {
-    let rows: Vec<(i64, uuid::Uuid, String, String, String, chrono::DateTime<chrono::Utc>, Option<String>)> = t::table
+pub async fn next_batch(
+    conn: &mut AsyncPgConnection,
+    domain: &str,
+    limit: i64,
+) -> Result<Vec<OutgoingEvent>, StoreError> {
+    let rows: Vec<(
+        i64,
+        uuid::Uuid,
+        String,
+        String,
+        String,
+        chrono::DateTime<chrono::Utc>,
+        Option<String>,
+    )> = t::table
         .filter(t::domain.eq(domain))
         .order(t::seq.asc())
         .limit(limit)
-        .select((t::seq, t::event_id, t::event_type, t::key, t::data, t::created_at, t::traceparent))
+        .select((
+            t::seq,
+            t::event_id,
+            t::event_type,
+            t::key,
+            t::data,
+            t::created_at,
+            t::traceparent,
+        ))
         .load(conn)
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(seq, id, event_type, key, data, created_at, traceparent)| OutgoingEvent {
-            seq,
-            event_id: id.to_string(),
-            event_type,
-            key,
-            data,
-            ts: created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            traceparent,
-        })
+        .map(
+            |(seq, id, event_type, key, data, created_at, traceparent)| OutgoingEvent {
+                seq,
+                event_id: id.to_string(),
+                event_type,
+                key,
+                data,
+                ts: created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                traceparent,
+            },
+        )
         .collect())
 }
 
 /// Deletes `domain`'s published events up to and including `seq`.
-pub async fn delete_through(conn: &mut AsyncPgConnection, domain: &str, seq: i64) -> Result<usize, StoreError> {
-    Ok(diesel::delete(t::table.filter(t::domain.eq(domain)).filter(t::seq.le(seq))).execute(conn).await?)
+pub async fn delete_through(
+    conn: &mut AsyncPgConnection,
+    domain: &str,
+    seq: i64,
+) -> Result<usize, StoreError> {
+    Ok(
+        diesel::delete(t::table.filter(t::domain.eq(domain)).filter(t::seq.le(seq)))
+            .execute(conn)
+            .await?,
+    )
 }
 
 /// How many events of `domain` wait to be published.
 pub async fn backlog(conn: &mut AsyncPgConnection, domain: &str) -> Result<i64, StoreError> {
-    Ok(t::table.filter(t::domain.eq(domain)).count().get_result(conn).await?)
+    Ok(t::table
+        .filter(t::domain.eq(domain))
+        .count()
+        .get_result(conn)
+        .await?)
 }

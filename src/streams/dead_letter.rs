@@ -37,17 +37,32 @@ pub async fn move_to_dead_letters<C: ConnectionLike>(
     for (k, v) in entry.fields.iter().flatten() {
         xadd.arg(k).arg(v.as_slice());
     }
-    xadd.arg("dlq_reason").arg(reason.code)
-        .arg("dlq_error").arg(reason.error)
-        .arg("dlq_stream").arg(&consumer.stream_key)
-        .arg("dlq_group").arg(&consumer.group)
-        .arg("dlq_consumer").arg(&consumer.name)
-        .arg("dlq_original_id").arg(entry.id.to_string())
-        .arg("dlq_deliveries").arg(reason.deliveries)
-        .arg("dlq_at").arg(chrono::Utc::now().to_rfc3339());
+    xadd.arg("dlq_reason")
+        .arg(reason.code)
+        .arg("dlq_error")
+        .arg(reason.error)
+        .arg("dlq_stream")
+        .arg(&consumer.stream_key)
+        .arg("dlq_group")
+        .arg(&consumer.group)
+        .arg("dlq_consumer")
+        .arg(&consumer.name)
+        .arg("dlq_original_id")
+        .arg(entry.id.to_string())
+        .arg("dlq_deliveries")
+        .arg(reason.deliveries)
+        .arg("dlq_at")
+        .arg(chrono::Utc::now().to_rfc3339());
     let mut xack = redis::cmd("XACK");
-    xack.arg(&consumer.stream_key).arg(&consumer.group).arg(entry.id.to_string());
-    redis::pipe().atomic().add_command(xadd).add_command(xack).exec_async(conn).await?;
+    xack.arg(&consumer.stream_key)
+        .arg(&consumer.group)
+        .arg(entry.id.to_string());
+    redis::pipe()
+        .atomic()
+        .add_command(xadd)
+        .add_command(xack)
+        .exec_async(conn)
+        .await?;
     Ok(())
 }
 
@@ -67,9 +82,17 @@ pub async fn list<C: ConnectionLike>(
     after: Option<EntryId>,
     count: usize,
 ) -> Result<Vec<DeadLetter>, StreamError> {
-    let start = after.map(|id| id.next().to_string()).unwrap_or_else(|| "-".to_owned());
-    let reply: Value =
-        redis::cmd("XRANGE").arg(dlq_key).arg(start).arg("+").arg("COUNT").arg(count).query_async(conn).await?;
+    let start = after
+        .map(|id| id.next().to_string())
+        .unwrap_or_else(|| "-".to_owned());
+    let reply: Value = redis::cmd("XRANGE")
+        .arg(dlq_key)
+        .arg(start)
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
     let entries = parse_entries(reply).map_err(StreamError::Protocol)?;
     Ok(entries
         .into_iter()
@@ -110,11 +133,24 @@ pub async fn replay<C: ConnectionLike>(
         return new_id
         ",
     );
-    Ok(script.key(dlq_key).key(stream_key).arg(id.to_string()).invoke_async(conn).await?)
+    Ok(script
+        .key(dlq_key)
+        .key(stream_key)
+        .arg(id.to_string())
+        .invoke_async(conn)
+        .await?)
 }
 
 /// Deletes a dead letter; returns whether it existed.
-pub async fn discard<C: ConnectionLike>(conn: &mut C, dlq_key: &str, id: EntryId) -> Result<bool, StreamError> {
-    let deleted: u64 = redis::cmd("XDEL").arg(dlq_key).arg(id.to_string()).query_async(conn).await?;
+pub async fn discard<C: ConnectionLike>(
+    conn: &mut C,
+    dlq_key: &str,
+    id: EntryId,
+) -> Result<bool, StreamError> {
+    let deleted: u64 = redis::cmd("XDEL")
+        .arg(dlq_key)
+        .arg(id.to_string())
+        .query_async(conn)
+        .await?;
     Ok(deleted > 0)
 }

@@ -22,7 +22,10 @@ impl EntryId {
     pub fn next(self) -> EntryId {
         match self.seq.checked_add(1) {
             Some(seq) => EntryId { ms: self.ms, seq },
-            None => EntryId { ms: self.ms + 1, seq: 0 },
+            None => EntryId {
+                ms: self.ms + 1,
+                seq: 0,
+            },
         }
     }
 }
@@ -57,7 +60,10 @@ pub struct StreamEntry {
 impl StreamEntry {
     /// Field pairs as `(&str, &[u8])`, for [`crate::domain::Envelope::from_fields`].
     pub fn field_pairs(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter().flatten().map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.fields
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 }
 
@@ -91,9 +97,11 @@ fn parse_entry(value: Value) -> Result<StreamEntry, String> {
             }
             Some(pairs)
         }
-        Value::Map(map) => {
-            Some(map.into_iter().map(|(k, v)| Ok((text(k)?, bytes(v)?))).collect::<Result<_, String>>()?)
-        }
+        Value::Map(map) => Some(
+            map.into_iter()
+                .map(|(k, v)| Ok((text(k)?, bytes(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
         other => return Err(format!("expected entry fields, got {other:?}")),
     };
     Ok(StreamEntry { id, fields })
@@ -165,13 +173,19 @@ mod tests {
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("s"),
             Value::Array(vec![
-                Value::Array(vec![bulk("1-1"), Value::Array(vec![bulk("type"), bulk("t")])]),
+                Value::Array(vec![
+                    bulk("1-1"),
+                    Value::Array(vec![bulk("type"), bulk("t")]),
+                ]),
                 Value::Array(vec![bulk("1-2"), Value::Nil]),
             ]),
         ])]);
         let entries = parse_read_reply(reply).unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].fields.as_ref().unwrap()[0], ("type".to_string(), b"t".to_vec()));
+        assert_eq!(
+            entries[0].fields.as_ref().unwrap()[0],
+            ("type".to_string(), b"t".to_vec())
+        );
         assert_eq!(entries[1].fields, None);
     }
 }

@@ -31,7 +31,11 @@ pub enum ReadFrom {
 
 /// Creates the group at the start of the stream (`0`, `MKSTREAM`) if it does not exist, so
 /// nothing written before the first start is missed.
-pub async fn ensure_group<C: ConnectionLike>(conn: &mut C, stream_key: &str, group: &str) -> Result<(), StreamError> {
+pub async fn ensure_group<C: ConnectionLike>(
+    conn: &mut C,
+    stream_key: &str,
+    group: &str,
+) -> Result<(), StreamError> {
     let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream_key)
@@ -56,9 +60,14 @@ impl Consumer {
         block: Option<Duration>,
     ) -> Result<Vec<StreamEntry>, StreamError> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(&self.group).arg(&self.name).arg("COUNT").arg(count);
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(count);
         if let Some(block) = block {
-            cmd.arg("BLOCK").arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
+            cmd.arg("BLOCK")
+                .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
         }
         cmd.arg("STREAMS").arg(&self.stream_key);
         match from {
@@ -70,7 +79,11 @@ impl Consumer {
     }
 
     /// `XACK` the given ids; returns how many were pending.
-    pub async fn ack<C: ConnectionLike>(&self, conn: &mut C, ids: &[EntryId]) -> Result<u64, StreamError> {
+    pub async fn ack<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        ids: &[EntryId],
+    ) -> Result<u64, StreamError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -110,7 +123,8 @@ impl Consumer {
             return Err(StreamError::Protocol("short XAUTOCLAIM reply".into()));
         }
         parts.truncate(2);
-        let entries = parse_entries(parts.pop().unwrap_or(Value::Nil)).map_err(StreamError::Protocol)?;
+        let entries =
+            parse_entries(parts.pop().unwrap_or(Value::Nil)).map_err(StreamError::Protocol)?;
         let next = text(parts.pop().unwrap_or(Value::Nil))
             .and_then(|s| s.parse())
             .map_err(StreamError::Protocol)?;
@@ -136,7 +150,9 @@ impl Consumer {
             .await?;
         reply
             .into_iter()
-            .map(|(id, _, _, delivered)| Ok((id.parse().map_err(StreamError::Protocol)?, delivered)))
+            .map(|(id, _, _, delivered)| {
+                Ok((id.parse().map_err(StreamError::Protocol)?, delivered))
+            })
             .collect()
     }
 }
@@ -155,22 +171,44 @@ pub struct GroupStats {
 }
 
 /// Statistics of every group on a stream, by group name.
-pub async fn group_stats<C: ConnectionLike>(conn: &mut C, stream_key: &str) -> Result<HashMap<String, GroupStats>, StreamError> {
-    let info: redis::streams::StreamInfoGroupsReply =
-        match redis::cmd("XINFO").arg("GROUPS").arg(stream_key).query_async(conn).await {
-            Ok(info) => info,
-            Err(e) if e.to_string().contains("no such key") => return Ok(HashMap::new()),
-            Err(e) => return Err(e.into()),
-        };
+pub async fn group_stats<C: ConnectionLike>(
+    conn: &mut C,
+    stream_key: &str,
+) -> Result<HashMap<String, GroupStats>, StreamError> {
+    let info: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream_key)
+        .query_async(conn)
+        .await
+    {
+        Ok(info) => info,
+        Err(e) if e.to_string().contains("no such key") => return Ok(HashMap::new()),
+        Err(e) => return Err(e.into()),
+    };
     let mut out = HashMap::new();
     for group in info.groups {
-        let summary: (u64, Option<String>, Option<String>, Value) =
-            redis::cmd("XPENDING").arg(stream_key).arg(&group.name).query_async(conn).await?;
-        let oldest_pending = summary.1.map(|s| s.parse()).transpose().map_err(StreamError::Protocol)?;
-        let last_delivered = group.last_delivered_id.parse().map_err(StreamError::Protocol)?;
+        let summary: (u64, Option<String>, Option<String>, Value) = redis::cmd("XPENDING")
+            .arg(stream_key)
+            .arg(&group.name)
+            .query_async(conn)
+            .await?;
+        let oldest_pending = summary
+            .1
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(StreamError::Protocol)?;
+        let last_delivered = group
+            .last_delivered_id
+            .parse()
+            .map_err(StreamError::Protocol)?;
         out.insert(
             group.name,
-            GroupStats { lag: group.lag.map(|l| l as u64), pending: summary.0, oldest_pending, last_delivered },
+            GroupStats {
+                lag: group.lag.map(|l| l as u64),
+                pending: summary.0,
+                oldest_pending,
+                last_delivered,
+            },
         );
     }
     Ok(out)

@@ -95,14 +95,21 @@ pub async fn trim<C: ConnectionLike>(
     let min_id = safe_trim_point(keep_after, &groups);
     // Exact (`=`) trimming: approximate trimming may keep more, never less, but exact keeps the
     // retention predictable and the cost is small at our trim frequency.
-    let removed: u64 =
-        redis::cmd("XTRIM").arg(stream_key).arg("MINID").arg(min_id.to_string()).query_async(conn).await?;
+    let removed: u64 = redis::cmd("XTRIM")
+        .arg(stream_key)
+        .arg("MINID")
+        .arg(min_id.to_string())
+        .query_async(conn)
+        .await?;
     Ok(removed)
 }
 
 /// The lowest id that must be kept: `keep_after`, lowered to each group's oldest unacknowledged
 /// entry and to the entry after its last-delivered id.
-pub fn safe_trim_point(keep_after: EntryId, groups: &HashMap<String, super::group::GroupStats>) -> EntryId {
+pub fn safe_trim_point(
+    keep_after: EntryId,
+    groups: &HashMap<String, super::group::GroupStats>,
+) -> EntryId {
     groups.values().fold(keep_after, |min, g| {
         let unread = g.last_delivered.next();
         let unacked = g.oldest_pending.unwrap_or(unread);
@@ -120,9 +127,25 @@ mod tests {
         let id = |ms| EntryId { ms, seq: 0 };
         let mut groups = HashMap::new();
         assert_eq!(safe_trim_point(id(100), &groups), id(100));
-        groups.insert("a".into(), GroupStats { lag: None, pending: 0, oldest_pending: None, last_delivered: id(50) });
+        groups.insert(
+            "a".into(),
+            GroupStats {
+                lag: None,
+                pending: 0,
+                oldest_pending: None,
+                last_delivered: id(50),
+            },
+        );
         assert_eq!(safe_trim_point(id(100), &groups), id(50).next());
-        groups.insert("b".into(), GroupStats { lag: None, pending: 1, oldest_pending: Some(id(20)), last_delivered: id(90) });
+        groups.insert(
+            "b".into(),
+            GroupStats {
+                lag: None,
+                pending: 1,
+                oldest_pending: Some(id(20)),
+                last_delivered: id(90),
+            },
+        );
         assert_eq!(safe_trim_point(id(100), &groups), id(20));
     }
 }

@@ -13,11 +13,41 @@ pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 /// Histogram: HTTP request duration by `method` and `route` (template).
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 
+/// Counter: stream entries by `domain`, `stream` and `outcome` (applied, duplicate,
+/// dead_lettered, failed).
+pub const EVENTS_TOTAL: &str = "troupe_events_total";
+/// Histogram: time to apply one input in a handler, by `domain`.
+pub const HANDLE_SECONDS: &str = "troupe_handle_seconds";
+/// Histogram: time to commit one batch, by `domain`.
+pub const PERSIST_SECONDS: &str = "troupe_persist_seconds";
+/// Histogram: entries per processed batch, by `domain` and `stream`.
+pub const BATCH_SIZE: &str = "troupe_batch_size";
+/// Gauge: entries not yet delivered to the domain's group, by `domain` and `stream`.
+pub const CONSUMER_LAG: &str = "troupe_consumer_lag";
+/// Gauge: entries delivered and not acknowledged, by `domain` and `stream`.
+pub const CONSUMER_PENDING: &str = "troupe_consumer_pending";
+/// Gauge: age of the oldest pending entry, by `domain` and `stream`.
+pub const CONSUMER_OLDEST_PENDING_SECONDS: &str = "troupe_consumer_oldest_pending_seconds";
+/// Counter: supervised restarts, by `domain` and `actor` (reader, relay, partition).
+pub const ACTOR_RESTARTS_TOTAL: &str = "troupe_actor_restarts_total";
+/// Gauge: outbox rows waiting to be published, by `domain`.
+pub const OUTBOX_BACKLOG: &str = "troupe_outbox_backlog";
+/// Counter: events published from the outbox, by `domain`.
+pub const OUTBOX_PUBLISHED_TOTAL: &str = "troupe_outbox_published_total";
+/// Counter: entries moved to a dead-letter stream, by `domain`, `stream` and `reason`.
+pub const DEAD_LETTERS_TOTAL: &str = "troupe_dead_letters_total";
+/// Gauge: 1 while the domain runs, 0 once it failed for good, by `domain`.
+pub const DOMAIN_UP: &str = "troupe_domain_up";
+
 /// Route label for requests that matched no route, so unknown paths cannot grow the label set.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -32,6 +62,7 @@ pub fn recorder() -> PrometheusHandle {
 fn install() -> PrometheusHandle {
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
         .unwrap_or_else(|_| PrometheusBuilder::new());
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
@@ -54,4 +85,47 @@ fn describe() {
         metrics::Unit::Seconds,
         "HTTP request duration by method and route template."
     );
+    metrics::describe_counter!(
+        EVENTS_TOTAL,
+        "Stream entries by domain, stream and outcome."
+    );
+    metrics::describe_histogram!(
+        HANDLE_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to apply one input."
+    );
+    metrics::describe_histogram!(
+        PERSIST_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to commit one batch."
+    );
+    metrics::describe_histogram!(
+        BATCH_SIZE,
+        metrics::Unit::Count,
+        "Entries per processed batch."
+    );
+    metrics::describe_gauge!(
+        CONSUMER_LAG,
+        "Entries not yet delivered to the domain's consumer group."
+    );
+    metrics::describe_gauge!(
+        CONSUMER_PENDING,
+        "Entries delivered to the group and not acknowledged."
+    );
+    metrics::describe_gauge!(
+        CONSUMER_OLDEST_PENDING_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest pending entry of the group."
+    );
+    metrics::describe_counter!(
+        ACTOR_RESTARTS_TOTAL,
+        "Supervised actor restarts by domain and actor."
+    );
+    metrics::describe_gauge!(OUTBOX_BACKLOG, "Outbox rows waiting to be published.");
+    metrics::describe_counter!(OUTBOX_PUBLISHED_TOTAL, "Events published from the outbox.");
+    metrics::describe_counter!(
+        DEAD_LETTERS_TOTAL,
+        "Entries moved to a dead-letter stream, by reason."
+    );
+    metrics::describe_gauge!(DOMAIN_UP, "1 while the domain runs, 0 once it has failed.");
 }

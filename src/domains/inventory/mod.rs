@@ -99,18 +99,27 @@ impl Domain for Inventory {
     }
 }
 
-fn adjust(stock: &mut Stock, adjustment: &StockAdjustment, ctx: &mut Context) -> Result<(), DomainError> {
+fn adjust(
+    stock: &mut Stock,
+    adjustment: &StockAdjustment,
+    ctx: &mut Context,
+) -> Result<(), DomainError> {
     let was_available = stock.available() > 0;
-    stock.on_hand = stock
-        .on_hand
-        .checked_add(adjustment.delta)
-        .ok_or_else(|| DomainError::Invalid(format!("delta {} overflows on_hand", adjustment.delta)))?;
+    stock.on_hand = stock.on_hand.checked_add(adjustment.delta).ok_or_else(|| {
+        DomainError::Invalid(format!("delta {} overflows on_hand", adjustment.delta))
+    })?;
     let is_available = stock.available() > 0;
     let sku = ctx.key().to_owned();
     if was_available && !is_available {
-        ctx.emit("stock.depleted", json!({ "sku": sku, "on_hand": stock.on_hand }));
+        ctx.emit(
+            "stock.depleted",
+            json!({ "sku": sku, "on_hand": stock.on_hand }),
+        );
     } else if !was_available && is_available {
-        ctx.emit("stock.replenished", json!({ "sku": sku, "on_hand": stock.on_hand }));
+        ctx.emit(
+            "stock.replenished",
+            json!({ "sku": sku, "on_hand": stock.on_hand }),
+        );
     }
     ctx.notify(
         &format!("inventory/{sku}"),
@@ -129,14 +138,24 @@ mod tests {
     use crate::domain::{Failure, MalformedEntry};
 
     fn adjusted(sku: &str, delta: i64) -> crate::domain::testkit::TestEvent {
-        event(sku, STOCK_ADJUSTED, json!({ "delta": delta, "warehouse": "w1" }))
+        event(
+            sku,
+            STOCK_ADJUSTED,
+            json!({ "delta": delta, "warehouse": "w1" }),
+        )
     }
 
     #[test]
     fn adjustments_add_up_and_count_versions() {
         let mut kit = TestKit::new(Inventory);
         kit.given([adjusted("A", 10), adjusted("A", -3), adjusted("B", 1)]);
-        assert_eq!(kit.state("A"), Some(&Stock { on_hand: 7, reserved: 0 }));
+        assert_eq!(
+            kit.state("A"),
+            Some(&Stock {
+                on_hand: 7,
+                reserved: 0
+            })
+        );
         assert_eq!(kit.entity("A").unwrap().version, 2);
         assert_eq!(kit.entity("B").unwrap().version, 1);
         assert!(kit.state("C").is_none());
@@ -158,10 +177,20 @@ mod tests {
     fn malformed_events_are_rejected_with_a_reason() {
         let mut kit = TestKit::new(Inventory);
         let unknown = kit.when(event("A", "stock.stolen", json!({})));
-        assert!(matches!(unknown, Err(TestFailure::Malformed(MalformedEntry::UnknownType(_)))));
+        assert!(matches!(
+            unknown,
+            Err(TestFailure::Malformed(MalformedEntry::UnknownType(_)))
+        ));
         let missing = kit.when(event("A", STOCK_ADJUSTED, json!({ "delta": 1 })));
-        assert!(matches!(missing, Err(TestFailure::Malformed(MalformedEntry::InvalidData { .. }))));
-        let wrong_type = kit.when(event("A", STOCK_ADJUSTED, json!({ "delta": "1", "warehouse": "w" })));
+        assert!(matches!(
+            missing,
+            Err(TestFailure::Malformed(MalformedEntry::InvalidData { .. }))
+        ));
+        let wrong_type = kit.when(event(
+            "A",
+            STOCK_ADJUSTED,
+            json!({ "delta": "1", "warehouse": "w" }),
+        ));
         assert!(wrong_type.is_err());
         assert!(kit.state("A").is_none(), "nothing applied");
     }
@@ -171,7 +200,10 @@ mod tests {
         let mut kit = TestKit::new(Inventory);
         kit.given([adjusted("A", i64::MAX)]);
         let err = kit.when(adjusted("A", 1)).unwrap_err();
-        assert!(matches!(err, TestFailure::Failed(Failure::Handler(DomainError::Invalid(_)))));
+        assert!(matches!(
+            err,
+            TestFailure::Failed(Failure::Handler(DomainError::Invalid(_)))
+        ));
         assert_eq!(kit.state("A").unwrap().on_hand, i64::MAX);
         assert_eq!(kit.entity("A").unwrap().version, 1);
     }
@@ -179,10 +211,16 @@ mod tests {
     #[test]
     fn the_adjust_command_replies_with_the_new_stock() {
         let mut kit = TestKit::new(Inventory);
-        let adj = StockAdjustment { delta: 4, warehouse: "w1".into() };
+        let adj = StockAdjustment {
+            delta: 4,
+            warehouse: "w1".into(),
+        };
         let (reply, _) = kit.command("A", InventoryCommand::Adjust(adj)).unwrap();
         assert_eq!(reply.on_hand, 4);
-        let empty = StockAdjustment { delta: 4, warehouse: " ".into() };
+        let empty = StockAdjustment {
+            delta: 4,
+            warehouse: " ".into(),
+        };
         assert!(kit.command("A", InventoryCommand::Adjust(empty)).is_err());
         assert_eq!(kit.entity("A").unwrap().version, 1);
     }

@@ -1,0 +1,78 @@
+//! What every actor of one domain shares.
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, broadcast};
+
+use crate::domain::{Domain, Notification, Subscription};
+use crate::faults::Faults;
+use crate::settings::RuntimeSettings;
+use crate::store::DbPool;
+use crate::streams::group::Consumer;
+use crate::streams::{RedisClients, StreamKeys};
+
+/// Dependencies and configuration of one running domain.
+pub struct DomainContext<D: Domain> {
+    /// The user's domain.
+    pub domain: Arc<D>,
+    /// Runtime tuning.
+    pub runtime: RuntimeSettings,
+    /// Consumer name of this process.
+    pub instance_id: String,
+    /// Redis clients.
+    pub redis: RedisClients,
+    /// Postgres pool of this domain.
+    pub db: DbPool,
+    /// Key naming.
+    pub keys: StreamKeys,
+    /// Fault injection.
+    pub faults: Faults,
+    /// Woken after a commit that wrote outbox rows.
+    pub relay_wakeup: Arc<Notify>,
+    /// Notifications of committed changes, for WebSocket clients.
+    pub notifications: broadcast::Sender<Notification>,
+}
+
+impl<D: Domain> DomainContext<D> {
+    /// The domain's name.
+    pub fn name(&self) -> &'static str {
+        self.domain.name()
+    }
+
+    /// The logical name of the domain's output stream.
+    pub fn output_stream(&self) -> String {
+        format!("{}.events", self.name())
+    }
+
+    /// The Redis key of the relay's publication marker.
+    pub fn relay_marker_key(&self) -> String {
+        format!("{}troupe:relay:{}", self.keys.prefix(), self.name())
+    }
+
+    /// The binding of one subscription.
+    pub fn binding(&self, subscription: &Subscription) -> StreamBinding {
+        StreamBinding {
+            name: subscription.stream.clone(),
+            consumer: Consumer {
+                stream_key: self.keys.stream(&subscription.stream),
+                group: self.name().to_owned(),
+                name: self.instance_id.clone(),
+            },
+            dlq_key: self.keys.dead_letters(&subscription.stream),
+            handled_types: subscription.event_types.clone(),
+        }
+    }
+}
+
+/// A subscription resolved to Redis keys and this process's consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamBinding {
+    /// Logical stream name (metric label, applied-record key).
+    pub name: String,
+    /// Group and consumer on the stream's key.
+    pub consumer: Consumer,
+    /// Key of the dead-letter stream.
+    pub dlq_key: String,
+    /// Event types handled on this stream.
+    pub handled_types: Vec<String>,
+}

@@ -1,0 +1,337 @@
+//! A partition actor: owns the in-memory entities whose keys hash to it, applies inputs to them
+//! one at a time, and keeps what is needed to undo a unit of work whose commit failed.
+//!
+//! A key is only ever touched by its one partition, so inputs for one entity apply in order.
+//! Reads see committed values: while a unit is in flight, a changed key answers with its value
+//! from before the unit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, Context, Handler, Message};
+
+use crate::domain::{Domain, Effects, Entity, Failure, apply_command, apply_event};
+use crate::store::entities::EntityWrite;
+use crate::telemetry::metrics::HANDLE_SECONDS;
+
+/// The partition owning `key`, among `partitions`.
+pub fn partition_of(key: &str, partitions: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % partitions.max(1) as u64) as usize
+}
+
+/// The partition actor of domain `D`.
+pub struct Partition<D: Domain> {
+    domain: Arc<D>,
+    entities: BTreeMap<String, Entity<D::State>>,
+    /// Values from before the unit in flight, for keys it changed (`None`: the key was new).
+    undo: HashMap<String, Option<Entity<D::State>>>,
+    handle_seconds: metrics::Histogram,
+}
+
+impl<D: Domain> Partition<D> {
+    /// An empty partition.
+    pub fn new(domain: Arc<D>) -> Self {
+        let handle_seconds = metrics::histogram!(HANDLE_SECONDS, "domain" => domain.name());
+        Self {
+            domain,
+            entities: BTreeMap::new(),
+            undo: HashMap::new(),
+            handle_seconds,
+        }
+    }
+
+    fn committed(&self, key: &str) -> Option<&Entity<D::State>> {
+        match self.undo.get(key) {
+            Some(before) => before.as_ref(),
+            None => self.entities.get(key),
+        }
+    }
+
+    fn install(&mut self, key: &str, entity: Entity<D::State>) {
+        if !self.undo.contains_key(key) {
+            self.undo
+                .insert(key.to_owned(), self.entities.get(key).cloned());
+        }
+        self.entities.insert(key.to_owned(), entity);
+    }
+
+    fn write_of(&self, key: &str) -> Result<EntityWrite, Failure> {
+        let entity = self
+            .entities
+            .get(key)
+            .ok_or_else(|| Failure::Panicked(format!("entity {key} vanished")))?;
+        let state_json = serde_json::to_string(&entity.state)
+            .map_err(|e| Failure::Panicked(format!("state of {key} does not serialize: {e}")))?;
+        Ok(EntityWrite {
+            key: key.to_owned(),
+            state_json,
+            version: i64::try_from(entity.version).unwrap_or(i64::MAX),
+        })
+    }
+}
+
+impl<D: Domain> Actor for Partition<D> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Batches arrive one per unit of work; queries may queue behind one.
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+/// One event for a partition.
+pub struct EventItem<E> {
+    /// Position in the batch, echoed in the outcome.
+    pub index: usize,
+    /// Entity key.
+    pub key: String,
+    /// The decoded event.
+    pub event: E,
+    /// Whether a failure now sends the entry to the dead-letter stream (its delivery count
+    /// reached `max_deliveries`), in which case later entries of the key are not held back.
+    pub final_attempt: bool,
+}
+
+/// What became of one event.
+#[derive(Debug)]
+pub enum ItemOutcome {
+    /// Applied; these effects commit with the unit.
+    Applied(Effects),
+    /// Not applied. `dead`: this was the final attempt.
+    Failed {
+        /// Why.
+        failure: Failure,
+        /// Final attempt: dead-letter it.
+        dead: bool,
+    },
+    /// Not tried because an earlier entry of the same key failed in this batch; it stays
+    /// pending so the key's order holds.
+    HeldBack,
+}
+
+/// Applies a batch's events for this partition, in order.
+pub struct ApplyEvents<D: Domain> {
+    /// The events, in stream order.
+    pub items: Vec<EventItem<D::Event>>,
+}
+
+/// The partition's part of a unit of work.
+#[derive(Debug, Default)]
+pub struct PartitionReply {
+    /// Outcome per item, by batch index.
+    pub outcomes: Vec<(usize, ItemOutcome)>,
+    /// New values of the changed entities, to commit.
+    pub writes: Vec<EntityWrite>,
+}
+
+impl<D: Domain> Message for ApplyEvents<D> {
+    type Result = PartitionReply;
+}
+
+impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
+    type Result = actix::MessageResult<ApplyEvents<D>>;
+
+    fn handle(&mut self, msg: ApplyEvents<D>, _: &mut Self::Context) -> Self::Result {
+        let mut reply = PartitionReply {
+            outcomes: Vec::with_capacity(msg.items.len()),
+            writes: Vec::new(),
+        };
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut changed: Vec<String> = Vec::new();
+        for item in msg.items {
+            if blocked.contains(&item.key) {
+                reply.outcomes.push((item.index, ItemOutcome::HeldBack));
+                continue;
+            }
+            let started = Instant::now();
+            let current = self.entities.get(&item.key).cloned().unwrap_or_default();
+            let outcome = apply_event(self.domain.as_ref(), &item.key, &current, item.event);
+            self.handle_seconds.record(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(applied) => {
+                    if !self.undo.contains_key(&item.key) || !changed.contains(&item.key) {
+                        changed.push(item.key.clone());
+                    }
+                    self.install(&item.key, applied.entity);
+                    reply
+                        .outcomes
+                        .push((item.index, ItemOutcome::Applied(applied.effects)));
+                }
+                Err(failure) => {
+                    if !item.final_attempt {
+                        blocked.insert(item.key.clone());
+                    }
+                    reply.outcomes.push((
+                        item.index,
+                        ItemOutcome::Failed {
+                            failure,
+                            dead: item.final_attempt,
+                        },
+                    ));
+                }
+            }
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        for key in changed {
+            match self.write_of(&key) {
+                Ok(write) => reply.writes.push(write),
+                Err(e) => tracing::error!(key, error = %e, "cannot persist entity"),
+            }
+        }
+        actix::MessageResult(reply)
+    }
+}
+
+/// Applies a command to one entity.
+pub struct ApplyCommand<D: Domain> {
+    /// Entity key.
+    pub key: String,
+    /// The command.
+    pub command: D::Command,
+}
+
+/// A command's reply with its effects and the entity write to commit.
+pub type CommandApplied<D> = Result<(<D as Domain>::Reply, Effects, EntityWrite), Failure>;
+
+impl<D: Domain> Message for ApplyCommand<D> {
+    type Result = CommandApplied<D>;
+}
+
+impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
+    type Result = actix::MessageResult<ApplyCommand<D>>;
+
+    fn handle(&mut self, msg: ApplyCommand<D>, _: &mut Self::Context) -> Self::Result {
+        let current = self.entities.get(&msg.key).cloned().unwrap_or_default();
+        let result = apply_command(self.domain.as_ref(), &msg.key, &current, msg.command).and_then(
+            |(applied, reply)| {
+                self.install(&msg.key, applied.entity);
+                let write = self.write_of(&msg.key)?;
+                Ok((reply, applied.effects, write))
+            },
+        );
+        actix::MessageResult(result)
+    }
+}
+
+/// Ends the unit of work in flight: keep its changes (`committed`) or undo them.
+#[derive(Debug, Clone, Copy)]
+pub struct Settle {
+    /// Whether the unit's commit succeeded.
+    pub committed: bool,
+}
+
+impl Message for Settle {
+    type Result = ();
+}
+
+impl<D: Domain> Handler<Settle> for Partition<D> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Settle, _: &mut Self::Context) {
+        if !msg.committed {
+            for (key, before) in self.undo.drain() {
+                match before {
+                    Some(entity) => self.entities.insert(key, entity),
+                    None => self.entities.remove(&key),
+                };
+            }
+        }
+        self.undo.clear();
+    }
+}
+
+/// Replaces the partition's entities (recovery from Postgres).
+pub struct Load<S> {
+    /// Entities owned by this partition.
+    pub entities: Vec<(String, Entity<S>)>,
+}
+
+impl<S: Send + 'static> Message for Load<S> {
+    type Result = ();
+}
+
+impl<D: Domain> Handler<Load<D::State>> for Partition<D> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Load<D::State>, _: &mut Self::Context) {
+        self.undo.clear();
+        self.entities = msg.entities.into_iter().collect();
+    }
+}
+
+/// The committed entity of a key.
+pub struct Get<S> {
+    /// Entity key.
+    pub key: String,
+    _state: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> Get<S> {
+    /// Asks for `key`.
+    pub fn new(key: String) -> Self {
+        Self {
+            key,
+            _state: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S: Send + 'static> Message for Get<S> {
+    type Result = Option<Entity<S>>;
+}
+
+impl<D: Domain> Handler<Get<D::State>> for Partition<D> {
+    type Result = actix::MessageResult<Get<D::State>>;
+
+    fn handle(&mut self, msg: Get<D::State>, _: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.committed(&msg.key).cloned())
+    }
+}
+
+/// Up to `limit` committed entities with keys after `after`, in key order.
+pub struct List<S> {
+    /// Exclusive lower bound.
+    pub after: Option<String>,
+    /// Most entities to return.
+    pub limit: usize,
+    _state: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> List<S> {
+    /// Asks for a page.
+    pub fn new(after: Option<String>, limit: usize) -> Self {
+        Self {
+            after,
+            limit,
+            _state: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S: Send + 'static> Message for List<S> {
+    type Result = Vec<(String, Entity<S>)>;
+}
+
+impl<D: Domain> Handler<List<D::State>> for Partition<D> {
+    type Result = actix::MessageResult<List<D::State>>;
+
+    fn handle(&mut self, msg: List<D::State>, _: &mut Self::Context) -> Self::Result {
+        let lower = match &msg.after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let page = self
+            .entities
+            .range::<str, _>((lower, Bound::Unbounded))
+            .filter_map(|(key, _)| self.committed(key).map(|e| (key.clone(), e.clone())))
+            .take(msg.limit)
+            .collect();
+        actix::MessageResult(page)
+    }
+}

@@ -1,0 +1,260 @@
+//! A stream reader: one per subscribed stream, consuming it through the domain's consumer group
+//! and handing batches to the processor.
+//!
+//! On every start (first start or supervised restart) it recovers before it reads anything new:
+//! first its own pending entries (`XREADGROUP … 0`: delivered to this consumer name before a
+//! crash or restart, not acknowledged), then entries abandoned by dead consumers
+//! (`XAUTOCLAIM` past `claim_min_idle_ms`). Then it reads new entries (`>`), claiming again
+//! every `claim_interval_ms`. It waits for each batch to be processed before reading the next,
+//! so it never holds more than one batch in flight and redelivery never races processing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
+    WrapFuture,
+};
+
+use super::context::{DomainContext, StreamBinding};
+use super::processor::{BatchReport, ProcessBatch, ProcessError, Processor};
+use super::supervisor::{Child, ChildExited};
+use crate::domain::Domain;
+use crate::streams::StreamError;
+use crate::streams::entry::{EntryId, StreamEntry};
+use crate::streams::group::{ReadFrom, ensure_group};
+
+/// Why a reader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    /// Redis failed.
+    #[error(transparent)]
+    Streams(#[from] StreamError),
+    /// A batch could not be processed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// The processor did not answer.
+    #[error("processor unavailable: {0}")]
+    Processor(String),
+    /// Handlers failed on some entries; they stay pending and are retried after the restart.
+    #[error("{0} entries failed in their handler and stay pending")]
+    HandlerFailures(usize),
+}
+
+/// The reader actor of one stream of domain `D`.
+pub struct Reader<D: Domain> {
+    ctx: Arc<DomainContext<D>>,
+    binding: Arc<StreamBinding>,
+    processor: Addr<Processor<D>>,
+    supervisor: Recipient<ChildExited>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<D: Domain> Reader<D> {
+    /// A reader of `binding` feeding `processor`, reporting its exit to `supervisor`.
+    pub fn new(
+        ctx: Arc<DomainContext<D>>,
+        binding: Arc<StreamBinding>,
+        processor: Addr<Processor<D>>,
+        supervisor: Recipient<ChildExited>,
+    ) -> Self {
+        Self {
+            ctx,
+            binding,
+            processor,
+            supervisor,
+            stop: Arc::default(),
+        }
+    }
+}
+
+impl<D: Domain> Actor for Reader<D> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let work = ReadLoop {
+            ctx: self.ctx.clone(),
+            binding: self.binding.clone(),
+            processor: self.processor.clone(),
+            stop: self.stop.clone(),
+            progressed: false,
+        };
+        let child = Child::Reader(self.binding.name.clone());
+        ctx.spawn(
+            work.run()
+                .into_actor(self)
+                .map(move |(result, progressed), act, ctx| {
+                    act.supervisor.do_send(ChildExited {
+                        child,
+                        progressed,
+                        error: result.err().map(|e| e.to_string()),
+                    });
+                    ctx.stop();
+                }),
+        );
+    }
+}
+
+/// Asks the reader to stop after the batch in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct StopReading;
+
+impl Message for StopReading {
+    type Result = ();
+}
+
+impl<D: Domain> Handler<StopReading> for Reader<D> {
+    type Result = ();
+    fn handle(&mut self, _: StopReading, _: &mut Self::Context) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+struct ReadLoop<D: Domain> {
+    ctx: Arc<DomainContext<D>>,
+    binding: Arc<StreamBinding>,
+    processor: Addr<Processor<D>>,
+    stop: Arc<AtomicBool>,
+    progressed: bool,
+}
+
+impl<D: Domain> ReadLoop<D> {
+    async fn run(mut self) -> (Result<(), ReaderError>, bool) {
+        let result = self.run_inner().await;
+        (result, self.progressed)
+    }
+
+    #[tracing::instrument(skip_all, fields(domain = self.ctx.name(), stream = %self.binding.name, consumer = %self.binding.consumer.name))]
+    async fn run_inner(&mut self) -> Result<(), ReaderError> {
+        let ctx = self.ctx.clone();
+        let runtime = &ctx.runtime;
+        let mut conn = self.ctx.redis.blocking(runtime.read_block()).await?;
+        ensure_group(
+            &mut conn,
+            &self.binding.consumer.stream_key,
+            &self.binding.consumer.group,
+        )
+        .await?;
+
+        let mut left_pending = self.recover_own_pending(&mut conn).await?;
+        left_pending += self.claim_abandoned().await?;
+        if left_pending > 0 {
+            return Err(ReaderError::HandlerFailures(left_pending));
+        }
+        tracing::info!("reader recovered; reading new entries");
+
+        let mut last_claim = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            if last_claim.elapsed() >= runtime.claim_interval() {
+                last_claim = Instant::now();
+                let failed = self.claim_abandoned().await?;
+                if failed > 0 {
+                    return Err(ReaderError::HandlerFailures(failed));
+                }
+            }
+            let entries = self
+                .binding
+                .consumer
+                .read(
+                    &mut conn,
+                    ReadFrom::New,
+                    runtime.read_count,
+                    Some(runtime.read_block()),
+                )
+                .await?;
+            if entries.is_empty() {
+                continue;
+            }
+            let report = self.process(entries, false).await?;
+            if report.left_pending > 0 {
+                return Err(ReaderError::HandlerFailures(report.left_pending));
+            }
+        }
+        tracing::info!("reader stopped");
+        Ok(())
+    }
+
+    /// Re-reads this consumer's own pending entries, oldest first, until none is left unseen.
+    async fn recover_own_pending(
+        &mut self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<usize, ReaderError> {
+        let mut cursor = EntryId::ZERO;
+        let mut left_pending = 0;
+        let mut recovered = 0;
+        loop {
+            let entries = self
+                .binding
+                .consumer
+                .read(
+                    conn,
+                    ReadFrom::OwnPendingAfter(cursor),
+                    self.ctx.runtime.read_count,
+                    None,
+                )
+                .await?;
+            let Some(last) = entries.last() else { break };
+            cursor = last.id;
+            recovered += entries.len();
+            left_pending += self.process(entries, true).await?.left_pending;
+        }
+        if recovered > 0 {
+            tracing::info!(recovered, left_pending, "re-read own pending entries");
+        }
+        Ok(left_pending)
+    }
+
+    /// Claims and processes entries left idle past `claim_min_idle_ms` by any consumer.
+    async fn claim_abandoned(&mut self) -> Result<usize, ReaderError> {
+        let mut redis = self.ctx.redis.manager();
+        let mut cursor = EntryId::ZERO;
+        let mut left_pending = 0;
+        loop {
+            let (next, entries) = self
+                .binding
+                .consumer
+                .autoclaim(
+                    &mut redis,
+                    self.ctx.runtime.claim_min_idle(),
+                    cursor,
+                    self.ctx.runtime.read_count,
+                )
+                .await?;
+            if !entries.is_empty() {
+                tracing::info!(claimed = entries.len(), "claimed abandoned entries");
+                left_pending += self.process(entries, true).await?.left_pending;
+            }
+            if next == EntryId::ZERO {
+                return Ok(left_pending);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn process(
+        &mut self,
+        entries: Vec<StreamEntry>,
+        redelivered: bool,
+    ) -> Result<BatchReport, ReaderError> {
+        let batch = ProcessBatch {
+            binding: self.binding.clone(),
+            entries,
+            redelivered,
+        };
+        let sent =
+            tokio::time::timeout(self.ctx.runtime.ask_timeout(), self.processor.send(batch)).await;
+        let report = match sent {
+            Ok(reply) => reply.map_err(|e| ReaderError::Processor(e.to_string()))??,
+            Err(_) => {
+                return Err(ReaderError::Processor(
+                    "batch not processed within runtime.ask_timeout_ms".into(),
+                ));
+            }
+        };
+        if report.applied > 0 || report.duplicates > 0 || report.dead_lettered > 0 {
+            self.progressed = true;
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,136 @@
+//! Starting a domain: restore its entities from Postgres into partition actors on their own
+//! arbiters, then start its processor and supervisor (which starts readers and relay).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter};
+use tokio::sync::{Notify, broadcast};
+
+use super::context::DomainContext;
+use super::handle::DomainHandle;
+use super::partition::{Load, Partition, partition_of};
+use super::processor::Processor;
+use super::supervisor::{DomainStatus, DomainSupervisor, Shutdown};
+use crate::domain::{Domain, Entity};
+use crate::faults::Faults;
+use crate::settings::Settings;
+use crate::store::{self, StoreError, entities};
+use crate::streams::RedisClients;
+
+const LOAD_PAGE: i64 = 5_000;
+const NOTIFICATION_BUFFER: usize = 4_096;
+
+/// A started domain: its handle for HTTP and what is needed to stop it.
+pub struct RunningDomain<D: Domain> {
+    /// For HTTP handlers.
+    pub handle: DomainHandle<D>,
+    supervisor: Addr<DomainSupervisor<D>>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl<D: Domain> RunningDomain<D> {
+    /// Stops reading, lets in-flight work commit and the outbox drain, then stops the domain's
+    /// threads.
+    pub async fn shutdown(self, grace: Duration) {
+        if let Err(e) = self.supervisor.send(Shutdown { grace }).await {
+            tracing::warn!(domain = self.handle.name(), error = %e, "supervisor already gone at shutdown");
+        }
+        for arbiter in self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Starts `domain`: loads its entities, then its actors.
+pub async fn start_domain<D: Domain>(
+    domain: D,
+    settings: &Settings,
+    redis: &RedisClients,
+) -> Result<RunningDomain<D>, StoreError> {
+    let domain = Arc::new(domain);
+    let runtime = settings.runtime.clone();
+    let db = store::pool::build(&settings.database)?;
+
+    let partition_count = runtime.partitions;
+    let mut loaded: Vec<Vec<(String, Entity<D::State>)>> =
+        (0..partition_count).map(|_| Vec::new()).collect();
+    let mut total = 0usize;
+    {
+        let mut conn = db.get().await?;
+        let mut after: Option<String> = None;
+        loop {
+            let page =
+                entities::load_page(&mut conn, domain.name(), after.as_deref(), LOAD_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for row in page {
+                let state: D::State = serde_json::from_value(row.state).map_err(|e| {
+                    StoreError::Corrupt(format!("{} entity {:?}: {e}", domain.name(), row.key))
+                })?;
+                let version = u64::try_from(row.version).unwrap_or(0);
+                loaded[partition_of(&row.key, partition_count)]
+                    .push((row.key, Entity { state, version }));
+                total += 1;
+            }
+        }
+    }
+    tracing::info!(
+        domain = domain.name(),
+        entities = total,
+        "restored entities from postgres"
+    );
+
+    let mut arbiters = Vec::with_capacity(partition_count + 1);
+    let mut partitions = Vec::with_capacity(partition_count);
+    for entities in loaded {
+        let arbiter = Arbiter::new();
+        let d = domain.clone();
+        let partition = Partition::start_in_arbiter(&arbiter.handle(), move |_| Partition::new(d));
+        partition
+            .send(Load { entities })
+            .await
+            .map_err(|e| StoreError::Pool(format!("partition did not start: {e}")))?;
+        partitions.push(partition);
+        arbiters.push(arbiter);
+    }
+
+    let (notifications, _) = broadcast::channel(NOTIFICATION_BUFFER);
+    let ctx = Arc::new(DomainContext {
+        domain: domain.clone(),
+        runtime: runtime.clone(),
+        instance_id: settings.instance.id.clone(),
+        redis: redis.clone(),
+        db,
+        keys: redis.keys(),
+        faults: Faults::new(&settings.faults),
+        relay_wakeup: Arc::new(Notify::new()),
+        notifications: notifications.clone(),
+    });
+    let status = Arc::new(DomainStatus::default());
+    let home = Arbiter::new();
+    let processor = {
+        let (ctx, partitions) = (ctx.clone(), partitions.clone());
+        Processor::start_in_arbiter(&home.handle(), move |_| Processor::new(ctx, partitions))
+    };
+    let supervisor = {
+        let (ctx, processor, status) = (ctx.clone(), processor.clone(), status.clone());
+        DomainSupervisor::start_in_arbiter(&home.handle(), move |_| {
+            DomainSupervisor::new(ctx, processor, status)
+        })
+    };
+    arbiters.push(home);
+    let handle = DomainHandle::new(
+        domain.name(),
+        partitions,
+        processor,
+        runtime.ask_timeout(),
+        status,
+        notifications,
+    );
+    Ok(RunningDomain {
+        handle,
+        supervisor,
+        arbiters,
+    })
+}

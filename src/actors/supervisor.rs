@@ -1,0 +1,332 @@
+//! The domain supervisor: starts the readers and the relay of one domain, restarts them with
+//! exponential backoff when they fail, measures consumer lag, and declares the domain failed
+//! (visible in readiness and `troupe_domain_up`) when restarts exceed the configured intensity.
+//!
+//! actix's own `Supervisor` restarts instantly, without limit, and not at all after a panic, so
+//! children here report their exit with [`ChildExited`] and the supervisor decides.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    ResponseActFuture, WrapFuture,
+};
+
+use super::backoff::{Backoff, RestartWindow};
+use super::context::{DomainContext, StreamBinding};
+use super::processor::Processor;
+use super::reader::{Reader, StopReading};
+use super::relay::{Relay, StopRelaying};
+use crate::domain::Domain;
+use crate::store::{StoreError, applied, outbox};
+use crate::streams::group::group_stats;
+use crate::telemetry::metrics::{
+    ACTOR_RESTARTS_TOTAL, CONSUMER_LAG, CONSUMER_OLDEST_PENDING_SECONDS, CONSUMER_PENDING,
+    DOMAIN_UP, OUTBOX_BACKLOG,
+};
+
+/// A supervised child.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Child {
+    /// The reader of a stream (logical name).
+    Reader(String),
+    /// The outbox relay.
+    Relay,
+}
+
+impl Child {
+    fn label(&self) -> &'static str {
+        match self {
+            Child::Reader(_) => "reader",
+            Child::Relay => "relay",
+        }
+    }
+}
+
+/// A child stopped, on request (`error` is `None`) or by failure.
+#[derive(Debug, Clone)]
+pub struct ChildExited {
+    /// Which child.
+    pub child: Child,
+    /// Whether it did useful work since it started (resets its backoff).
+    pub progressed: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl Message for ChildExited {
+    type Result = ();
+}
+
+/// Lifecycle of a domain, shared with the readiness check.
+#[derive(Debug, Default)]
+pub struct DomainStatus {
+    state: AtomicU8,
+    reason: Mutex<Option<String>>,
+}
+
+const FAILED: u8 = 1;
+
+impl DomainStatus {
+    /// `Err(reason)` once the domain has failed for good.
+    pub fn check(&self) -> Result<(), String> {
+        if self.state.load(Ordering::SeqCst) == FAILED {
+            let reason = self.reason.lock().map(|r| r.clone()).unwrap_or_default();
+            return Err(reason.unwrap_or_else(|| "failed".into()));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, reason: String) {
+        if let Ok(mut r) = self.reason.lock() {
+            *r = Some(reason);
+        }
+        self.state.store(FAILED, Ordering::SeqCst);
+    }
+}
+
+/// The supervisor of domain `D`.
+pub struct DomainSupervisor<D: Domain> {
+    ctx: Arc<DomainContext<D>>,
+    bindings: Vec<Arc<StreamBinding>>,
+    processor: Addr<Processor<D>>,
+    readers: HashMap<String, Addr<Reader<D>>>,
+    relay: Option<Addr<Relay<D>>>,
+    backoff: HashMap<Child, Backoff>,
+    restarts: RestartWindow,
+    status: Arc<DomainStatus>,
+    live: Arc<AtomicUsize>,
+    stopping: bool,
+}
+
+impl<D: Domain> DomainSupervisor<D> {
+    /// A supervisor for the domain's readers and relay, feeding `processor`.
+    pub fn new(
+        ctx: Arc<DomainContext<D>>,
+        processor: Addr<Processor<D>>,
+        status: Arc<DomainStatus>,
+    ) -> Self {
+        let bindings = ctx
+            .domain
+            .subscriptions()
+            .iter()
+            .map(|s| Arc::new(ctx.binding(s)))
+            .collect();
+        let restarts = RestartWindow::new(
+            ctx.runtime.max_restarts,
+            Duration::from_secs(ctx.runtime.restart_window_seconds),
+        );
+        Self {
+            ctx,
+            bindings,
+            processor,
+            readers: HashMap::new(),
+            relay: None,
+            backoff: HashMap::new(),
+            restarts,
+            status,
+            live: Arc::default(),
+            stopping: false,
+        }
+    }
+
+    fn start_child(&mut self, child: &Child, ctx: &mut Context<Self>) {
+        let me = ctx.address().recipient();
+        match child {
+            Child::Reader(stream) => {
+                let Some(binding) = self.bindings.iter().find(|b| &b.name == stream).cloned()
+                else {
+                    return;
+                };
+                let reader =
+                    Reader::new(self.ctx.clone(), binding, self.processor.clone(), me).start();
+                self.readers.insert(stream.clone(), reader);
+            }
+            Child::Relay => self.relay = Some(Relay::new(self.ctx.clone(), me).start()),
+        }
+        self.live.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn stop_children(&mut self) {
+        for reader in self.readers.values() {
+            reader.do_send(StopReading);
+        }
+        if let Some(relay) = &self.relay {
+            relay.do_send(StopRelaying);
+        }
+    }
+
+    fn measure(&self, ctx: &mut Context<Self>) {
+        let (domain_ctx, bindings) = (self.ctx.clone(), self.bindings.clone());
+        ctx.spawn(
+            async move {
+                if let Err(e) = measure_once(&domain_ctx, &bindings).await {
+                    tracing::debug!(domain = domain_ctx.name(), error = %e, "could not measure consumer lag");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl<D: Domain> Actor for DomainSupervisor<D> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(DOMAIN_UP, "domain" => self.ctx.name()).set(1.0);
+        let children: Vec<Child> = self
+            .bindings
+            .iter()
+            .map(|b| Child::Reader(b.name.clone()))
+            .chain([Child::Relay])
+            .collect();
+        for child in &children {
+            self.start_child(child, ctx);
+        }
+        ctx.run_interval(self.ctx.runtime.stats_interval(), |act, ctx| {
+            act.measure(ctx)
+        });
+        tracing::info!(
+            domain = self.ctx.name(),
+            streams = self.bindings.len(),
+            "domain started"
+        );
+    }
+}
+
+impl<D: Domain> Handler<ChildExited> for DomainSupervisor<D> {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        match &msg.child {
+            Child::Reader(stream) => {
+                self.readers.remove(stream);
+            }
+            Child::Relay => self.relay = None,
+        }
+        let domain = self.ctx.name();
+        if self.stopping {
+            return;
+        }
+        let error = msg.error.unwrap_or_else(|| "stopped unexpectedly".into());
+        let backoff = self.backoff.entry(msg.child.clone()).or_insert_with(|| {
+            Backoff::new(
+                Duration::from_millis(self.ctx.runtime.backoff_initial_ms),
+                Duration::from_millis(self.ctx.runtime.backoff_max_ms),
+            )
+        });
+        if msg.progressed {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        if !self.restarts.allow(Instant::now()) {
+            let reason = format!(
+                "more than {} restarts within {} s; last: {} failed: {error}",
+                self.ctx.runtime.max_restarts,
+                self.ctx.runtime.restart_window_seconds,
+                msg.child.label()
+            );
+            tracing::error!(domain, error = %reason, "domain failed; giving up on restarts");
+            self.status.fail(reason);
+            metrics::gauge!(DOMAIN_UP, "domain" => domain).set(0.0);
+            self.stopping = true;
+            self.stop_children();
+            return;
+        }
+        metrics::counter!(ACTOR_RESTARTS_TOTAL, "domain" => domain, "actor" => msg.child.label())
+            .increment(1);
+        tracing::warn!(domain, actor = msg.child.label(), child = ?msg.child, error = %error, delay_ms = delay.as_millis() as u64, "restarting failed actor");
+        let child = msg.child;
+        ctx.run_later(delay, move |act, ctx| {
+            if !act.stopping {
+                act.start_child(&child, ctx);
+            }
+        });
+    }
+}
+
+/// Stops reading, lets the batch in flight commit, publishes the outbox, and resolves when every
+/// child has stopped (or `grace` has passed).
+#[derive(Debug, Clone, Copy)]
+pub struct Shutdown {
+    /// Longest wait.
+    pub grace: Duration,
+}
+
+impl Message for Shutdown {
+    type Result = ();
+}
+
+impl<D: Domain> Handler<Shutdown> for DomainSupervisor<D> {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        self.stop_children();
+        let (live, domain) = (self.live.clone(), self.ctx.name());
+        Box::pin(
+            async move {
+                let deadline = Instant::now() + msg.grace;
+                while live.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tracing::info!(
+                    domain,
+                    unfinished = live.load(Ordering::SeqCst),
+                    "domain stopped"
+                );
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
+    }
+}
+
+async fn measure_once<D: Domain>(
+    ctx: &DomainContext<D>,
+    bindings: &[Arc<StreamBinding>],
+) -> Result<(), String> {
+    let mut redis = ctx.redis.manager();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut conn = ctx
+        .db
+        .get()
+        .await
+        .map_err(|e| StoreError::from(e).to_string())?;
+    for b in bindings {
+        let stats = group_stats(&mut redis, &b.consumer.stream_key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(g) = stats.get(&b.consumer.group) else {
+            continue;
+        };
+        let labels = [
+            ("domain", ctx.name().to_owned()),
+            ("stream", b.name.clone()),
+        ];
+        metrics::gauge!(CONSUMER_LAG, &labels).set(g.lag.unwrap_or(0) as f64);
+        metrics::gauge!(CONSUMER_PENDING, &labels).set(g.pending as f64);
+        let oldest = g
+            .oldest_pending
+            .map(|id| now_ms.saturating_sub(id.ms) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        metrics::gauge!(CONSUMER_OLDEST_PENDING_SECONDS, &labels).set(oldest);
+        // Records of entries older than anything still pending can never match a redelivery.
+        let oldest_unacked = g.oldest_pending.unwrap_or(g.last_delivered.next());
+        applied::prune(&mut conn, ctx.name(), &b.name, oldest_unacked)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let backlog = outbox::backlog(&mut conn, ctx.name())
+        .await
+        .map_err(|e| e.to_string())?;
+    metrics::gauge!(OUTBOX_BACKLOG, "domain" => ctx.name()).set(backlog as f64);
+    Ok(())
+}

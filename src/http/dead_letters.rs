@@ -1,0 +1,125 @@
+//! Operator endpoints for dead letters: list, replay, discard.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::streams::dead_letter;
+use crate::streams::entry::EntryId;
+
+const MAX_LIMIT: usize = 1000;
+
+/// Query of the list endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterQuery {
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+    /// Last dead-letter id of the previous page.
+    pub after: Option<String>,
+}
+
+fn known_stream(state: &AppState, stream: &str) -> Result<(), ApiError> {
+    if state.domains.streams.iter().any(|s| s == stream) {
+        return Ok(());
+    }
+    Err(ApiError::NotFound {
+        what: "stream",
+        id: stream.to_owned(),
+    })
+}
+
+fn entry_id(raw: &str) -> Result<EntryId, ApiError> {
+    raw.parse().map_err(|e: String| ApiError::BadRequest {
+        code: "invalid_path",
+        message: e,
+    })
+}
+
+/// `GET /admin/dead-letters/{stream}?limit=&after=`.
+#[get("/admin/dead-letters/{stream}")]
+pub async fn list(
+    state: web::Data<AppState>,
+    stream: web::Path<String>,
+    query: web::Query<DeadLetterQuery>,
+) -> Result<HttpResponse, ApiError> {
+    known_stream(&state, &stream)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!("limit must be between 1 and {MAX_LIMIT}"),
+        });
+    }
+    let after = query.after.as_deref().map(entry_id).transpose()?;
+    let mut redis = state.redis.manager();
+    let items = dead_letter::list(
+        &mut redis,
+        &state.redis.keys().dead_letters(&stream),
+        after,
+        limit,
+    )
+    .await?;
+    let next_after = if items.len() == limit {
+        items.last().map(|d| d.id.clone())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_after": next_after })))
+}
+
+/// `POST /admin/dead-letters/{stream}/{id}/replay`: puts the entry back on its stream.
+#[post("/admin/dead-letters/{stream}/{id}/replay")]
+pub async fn replay(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (stream, id) = path.into_inner();
+    known_stream(&state, &stream)?;
+    let keys = state.redis.keys();
+    let mut redis = state.redis.manager();
+    match dead_letter::replay(
+        &mut redis,
+        &keys.dead_letters(&stream),
+        &keys.stream(&stream),
+        entry_id(&id)?,
+    )
+    .await?
+    {
+        Some(new_id) => {
+            tracing::info!(stream, dead_letter.id = id, new_id, "dead letter replayed");
+            Ok(HttpResponse::Ok().json(json!({ "replayed_as": new_id })))
+        }
+        None => Err(ApiError::NotFound {
+            what: "dead letter",
+            id,
+        }),
+    }
+}
+
+/// `DELETE /admin/dead-letters/{stream}/{id}`: discards the entry.
+#[delete("/admin/dead-letters/{stream}/{id}")]
+pub async fn discard(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (stream, id) = path.into_inner();
+    known_stream(&state, &stream)?;
+    let mut redis = state.redis.manager();
+    if dead_letter::discard(
+        &mut redis,
+        &state.redis.keys().dead_letters(&stream),
+        entry_id(&id)?,
+    )
+    .await?
+    {
+        tracing::info!(stream, dead_letter.id = id, "dead letter discarded");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound {
+            what: "dead letter",
+            id,
+        })
+    }
+}
