@@ -85,6 +85,14 @@ impl RunningDomains {
         out
     }
 
+    /// Stops every domain at once (tests; a crash is equivalent).
+    pub fn abort(&self) {
+        let set = self.running.lock().ok().and_then(|mut r| r.take());
+        if let Some(inventory) = set.and_then(|s| s.inventory) {
+            inventory.abort();
+        }
+    }
+
     async fn shutdown(&self, grace: Duration) {
         let set = self.running.lock().ok().and_then(|mut r| r.take());
         if let Some(set) = set {
@@ -165,6 +173,14 @@ impl Application {
         })
     }
 
+    /// A handle that stops the application from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            server: self.server.handle(),
+            domains: self.domains.clone(),
+        }
+    }
+
     /// The bound HTTP port (useful when the configured port is 0).
     pub fn port(&self) -> u16 {
         self.port
@@ -179,6 +195,20 @@ impl Application {
         self.domains.shutdown(self.grace).await;
         tracing::info!("troupe stopped");
         served
+    }
+}
+
+/// Stops a running [`Application`] from outside it.
+pub struct Stopper {
+    server: actix_web::dev::ServerHandle,
+    domains: Arc<RunningDomains>,
+}
+
+impl Stopper {
+    /// Stops at once, as a crash would (used by tests when they end).
+    pub fn abort(&self) {
+        drop(self.server.stop(false));
+        self.domains.abort();
     }
 }
 

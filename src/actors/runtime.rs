@@ -36,6 +36,12 @@ impl<D: Domain> RunningDomain<D> {
         if let Err(e) = self.supervisor.send(Shutdown { grace }).await {
             tracing::warn!(domain = self.handle.name(), error = %e, "supervisor already gone at shutdown");
         }
+        self.abort();
+    }
+
+    /// Stops the domain's threads at once, with no regard for work in flight (which is safe:
+    /// nothing unacknowledged is lost, it is redelivered on the next start).
+    pub fn abort(self) {
         for arbiter in self.arbiters {
             arbiter.stop();
         }

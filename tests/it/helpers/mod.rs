@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use troupe::settings::Settings;
-use troupe::startup::Application;
+use troupe::startup::{Application, Stopper};
 
 pub use database::TestDatabase;
 pub use proxy::TcpProxy;
@@ -45,6 +45,14 @@ pub struct TestApp {
     pub database_proxy: Option<TcpProxy>,
     /// The test's own database (dropped with the app).
     pub database: TestDatabase,
+    stopper: Stopper,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop the domains' threads before the database goes away under them.
+        self.stopper.abort();
+    }
 }
 
 impl TestApp {
@@ -63,8 +71,23 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
+/// Logs of the app under test go to the test's output (shown for failing tests), filtered by
+/// `RUST_LOG` (default: warnings).
+fn init_test_tracing() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .init();
+    });
+}
+
 /// Spawns the app on a random port, with a fresh database and Redis key prefix.
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    init_test_tracing();
     let mut settings = base_settings();
     let database = TestDatabase::create(&settings.database.url).await;
     settings.database.url = database.url.clone();
@@ -84,6 +107,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let stopper = app.stopper();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -91,5 +115,6 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         settings,
         database_proxy,
         database,
+        stopper,
     }
 }
