@@ -8,3 +8,4 @@ mod helpers;
 mod config;
 mod health;
 mod http_telemetry;
+mod inventory;

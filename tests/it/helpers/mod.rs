@@ -2,6 +2,7 @@
 
 pub mod database;
 pub mod proxy;
+pub mod streams;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use troupe::startup::{Application, Stopper};
 
 pub use database::TestDatabase;
 pub use proxy::TcpProxy;
+pub use streams::{Adjustment, eventually};
 
 /// The repository's `config/` directory.
 pub fn config_dir() -> PathBuf {

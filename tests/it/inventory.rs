@@ -1,0 +1,229 @@
+//! The inventory domain end to end: stream in, state in memory and Postgres, API out.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Adjustment, eventually, spawn_app};
+
+const STREAM: &str = "inventory.adjustments";
+
+#[actix_web::test]
+async fn exact_totals_after_50_000_events_over_1_000_skus() {
+    let app = spawn_app().await;
+    let skus: Vec<String> = (0..1000).map(|i| format!("SKU-{i:04}")).collect();
+    let mut expected: HashMap<&str, (i64, u64)> = HashMap::new();
+    let mut adjustments = Vec::with_capacity(50_000);
+    for n in 0..50_000usize {
+        let sku = skus[(n * 7919) % skus.len()].as_str();
+        let delta = (n % 11) as i64 - 4;
+        let e = expected.entry(sku).or_default();
+        e.0 += delta;
+        e.1 += 1;
+        adjustments.push(Adjustment {
+            id: format!("evt-{n}"),
+            sku,
+            delta,
+        });
+    }
+    app.write_adjustments(&adjustments).await;
+
+    eventually(
+        Duration::from_secs(120),
+        "all 50,000 entries acknowledged",
+        || async {
+            app.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
+                .await
+                == 50_000
+                && app.pending(STREAM, "inventory").await == 0
+        },
+    )
+    .await;
+
+    // Postgres holds exactly the expected totals and versions.
+    let expected_sum: i64 = expected.values().map(|(d, _)| d).sum();
+    assert_eq!(
+        app.sql_i64("SELECT SUM((state->>'on_hand')::int8)::int8 AS v FROM troupe_entity_state")
+            .await,
+        expected_sum
+    );
+    assert_eq!(
+        app.sql_i64("SELECT COUNT(*) AS v FROM troupe_entity_state")
+            .await,
+        1000
+    );
+
+    // The API serves the same from memory, page by page, with nothing missing.
+    let mut after: Option<String> = None;
+    let mut seen = 0;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/v1/inventory?limit=333&after={a}"),
+            None => "/api/v1/inventory?limit=333".into(),
+        };
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            let (delta, count) = expected[item["sku"].as_str().unwrap()];
+            assert_eq!(item["on_hand"], delta, "{item}");
+            assert_eq!(item["version"], count, "{item}");
+            assert_eq!(item["available"], delta);
+            seen += 1;
+        }
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 1000);
+}
+
+#[actix_web::test]
+async fn unknown_sku_is_a_json_404_and_a_known_one_is_served() {
+    let app = spawn_app().await;
+    let res = app.get("/api/v1/inventory/NOPE").await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+
+    app.write_adjustments(&[Adjustment {
+        id: "e1".into(),
+        sku: "A-1",
+        delta: 5,
+    }])
+    .await;
+    eventually(Duration::from_secs(10), "A-1 applied", || async {
+        app.get("/api/v1/inventory/A-1").await.status() == 200
+    })
+    .await;
+    let body: Value = app.get("/api/v1/inventory/A-1").await.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"sku": "A-1", "on_hand": 5, "reserved": 0, "available": 5, "version": 1})
+    );
+}
+
+#[actix_web::test]
+async fn adjusting_through_the_api_commits_and_publishes_events_exactly_once() {
+    let app = spawn_app().await;
+    let url = format!("{}/api/v1/inventory/B-1/adjustments", app.address);
+    for delta in [3, -3, 2] {
+        let res = app
+            .client
+            .post(&url)
+            .json(&json!({"delta": delta, "warehouse": "w1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let body: Value = app.get("/api/v1/inventory/B-1").await.json().await.unwrap();
+    assert_eq!(
+        (body["on_hand"].as_i64(), body["version"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(
+        app.sql_i64("SELECT version AS v FROM troupe_entity_state WHERE key = 'B-1'")
+            .await,
+        3
+    );
+
+    // 3 crosses above zero, -3 back to zero, 2 above again: replenished, depleted, replenished.
+    eventually(
+        Duration::from_secs(10),
+        "three events published",
+        || async { app.xlen("inventory.events").await == 3 },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "outbox drained", || async {
+        app.sql_i64("SELECT COUNT(*) AS v FROM troupe_outbox").await == 0
+    })
+    .await;
+    let entries: redis::Value = redis::cmd("XRANGE")
+        .arg(app.key("inventory.events"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut app.redis().await)
+        .await
+        .unwrap();
+    let text = format!("{entries:?}");
+    assert_eq!(text.matches("stock.replenished").count(), 2, "{text}");
+    assert_eq!(text.matches("stock.depleted").count(), 1, "{text}");
+    assert!(text.contains("traceparent"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.xlen("inventory.events").await,
+        3,
+        "nothing published twice"
+    );
+}
+
+#[actix_web::test]
+async fn bad_requests_get_clear_json_errors() {
+    let app = spawn_app().await;
+    let url = format!("{}/api/v1/inventory/C-1/adjustments", app.address);
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            app.client
+                .post(&url)
+                .body("{not json")
+                .header("content-type", "application/json"),
+            400,
+            "invalid_body",
+        ),
+        (
+            app.client
+                .post(&url)
+                .json(&json!({"delta": "x", "warehouse": "w"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            app.client
+                .post(&url)
+                .json(&json!({"delta": 1, "warehouse": " "})),
+            422,
+            "unprocessable",
+        ),
+        (
+            app.client
+                .post(&url)
+                .body("{}")
+                .header("content-type", "text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            app.client
+                .post(&url)
+                .json(&json!({"delta": 1, "warehouse": "w".repeat(70_000)})),
+            413,
+            "payload_too_large",
+        ),
+        (
+            app.client
+                .get(format!("{}/api/v1/inventory?limit=0", app.address)),
+            400,
+            "invalid_query",
+        ),
+        (
+            app.client
+                .get(format!("{}/api/v1/inventory?limit=abc", app.address)),
+            400,
+            "invalid_query",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    assert_eq!(
+        app.get("/api/v1/inventory/C-1").await.status(),
+        404,
+        "nothing was applied"
+    );
+}
