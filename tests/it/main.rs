@@ -6,6 +6,7 @@
 mod helpers;
 
 mod config;
+mod dead_letters;
 mod health;
 mod http_telemetry;
 mod inventory;
