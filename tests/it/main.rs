@@ -6,7 +6,9 @@
 mod helpers;
 
 mod config;
+mod crashes;
 mod dead_letters;
 mod health;
 mod http_telemetry;
 mod inventory;
+mod supervision;

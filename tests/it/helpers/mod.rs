@@ -1,5 +1,6 @@
 //! Test helpers: spawn the app on a random port with isolated data.
 
+pub mod child;
 pub mod database;
 pub mod proxy;
 pub mod streams;
@@ -41,13 +42,40 @@ pub struct TestApp {
     pub address: String,
     /// HTTP client.
     pub client: reqwest::Client,
-    /// The app's settings, after isolation.
-    pub settings: Settings,
+    /// The test's isolated settings and database.
+    pub isolation: Isolation,
     /// The proxy in front of Postgres, when asked for.
     pub database_proxy: Option<TcpProxy>,
-    /// The test's own database (dropped with the app).
-    pub database: TestDatabase,
     stopper: Stopper,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Isolation;
+    fn deref(&self) -> &Isolation {
+        &self.isolation
+    }
+}
+
+/// A test's own data: settings with a fresh database, Redis key prefix and instance id.
+pub struct Isolation {
+    /// Settings pointing at the test's own data.
+    pub settings: Settings,
+    /// The test's own database (dropped at the end of the test).
+    pub database: TestDatabase,
+}
+
+impl Isolation {
+    /// Creates the database and picks a unique key prefix and instance id.
+    pub async fn new() -> Self {
+        init_test_tracing();
+        let mut settings = base_settings();
+        let database = TestDatabase::create(&settings.database.url).await;
+        settings.database.url = database.url.clone();
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        settings.redis.key_prefix = format!("test:{unique}:");
+        settings.instance.id = format!("test-{unique}");
+        Self { settings, database }
+    }
 }
 
 impl Drop for TestApp {
@@ -89,17 +117,11 @@ fn init_test_tracing() {
 
 /// Spawns the app on a random port, with a fresh database and Redis key prefix.
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    init_test_tracing();
-    let mut settings = base_settings();
-    let database = TestDatabase::create(&settings.database.url).await;
-    settings.database.url = database.url.clone();
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    settings.redis.key_prefix = format!("test:{unique}:");
-    settings.instance.id = format!("test-{unique}");
-
+    let isolation = Isolation::new().await;
+    let mut settings = isolation.settings.clone();
     let database_proxy = if options.database_proxy {
-        let proxy = TcpProxy::start(&database.url).await;
-        settings.database.url = proxy.rewrite_url(&database.url);
+        let proxy = TcpProxy::start(&isolation.database.url).await;
+        settings.database.url = proxy.rewrite_url(&isolation.database.url);
         Some(proxy)
     } else {
         None
@@ -114,9 +136,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     TestApp {
         address,
         client: reqwest::Client::new(),
-        settings,
+        isolation,
         database_proxy,
-        database,
         stopper,
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use redis::aio::MultiplexedConnection;
 
-use super::TestApp;
+use super::Isolation;
 
 /// One envelope as a producer writes it.
 pub struct Adjustment<'a> {
@@ -17,7 +17,7 @@ pub struct Adjustment<'a> {
     pub delta: i64,
 }
 
-impl TestApp {
+impl Isolation {
     /// A Redis connection for the test itself.
     pub async fn redis(&self) -> MultiplexedConnection {
         redis::Client::open(self.settings.redis.url.as_str())

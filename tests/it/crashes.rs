@@ -1,0 +1,147 @@
+//! Nothing lost, nothing doubled: the real binary killed with SIGKILL at random moments, and
+//! aborted at each named crash point, then restarted; afterwards every input is applied exactly
+//! once, every emitted event published exactly once, and nothing is left pending.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::helpers::child::ChildService;
+use crate::helpers::{Adjustment, Isolation, eventually};
+
+const STREAM: &str = "inventory.adjustments";
+
+/// Writes `n` adjustments over `skus` SKUs; returns per-SKU (on_hand, version) and the number of
+/// events inventory must emit (each time available stock crosses zero in either direction).
+async fn load(iso: &Isolation, n: usize, skus: usize) -> (HashMap<String, (i64, i64)>, u64) {
+    let names: Vec<String> = (0..skus).map(|i| format!("S{i:03}")).collect();
+    let mut expected: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut emitted = 0;
+    let mut adjustments = Vec::with_capacity(n);
+    for i in 0..n {
+        let sku = &names[(i * 31) % skus];
+        let entry = expected.entry(sku.clone()).or_default();
+        // Each SKU's stock goes up from zero and back down, so most inputs emit an event.
+        let delta = [2, -2, 5, -5, 1, -1, 3][(entry.1 % 7) as usize];
+        let was = entry.0 > 0;
+        entry.0 += delta;
+        entry.1 += 1;
+        if was != (entry.0 > 0) {
+            emitted += 1;
+        }
+        adjustments.push(Adjustment {
+            id: format!("c{i}"),
+            sku,
+            delta,
+        });
+    }
+    iso.write_adjustments(&adjustments).await;
+    (expected, emitted)
+}
+
+async fn assert_exactly_once(
+    iso: &Isolation,
+    expected: &HashMap<String, (i64, i64)>,
+    emitted: u64,
+    total: i64,
+) {
+    eventually(
+        Duration::from_secs(120),
+        "everything applied, acknowledged and published",
+        || async {
+            iso.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
+                .await
+                == total
+                && iso.pending(STREAM, "inventory").await == 0
+                && iso.sql_i64("SELECT COUNT(*) AS v FROM troupe_outbox").await == 0
+        },
+    )
+    .await;
+    let mut conn = iso.db().await;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        key: String,
+        #[diesel(sql_type = diesel::sql_types::Int8)]
+        on_hand: i64,
+        #[diesel(sql_type = diesel::sql_types::Int8)]
+        version: i64,
+    }
+    use diesel_async::RunQueryDsl;
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT key, (state->>'on_hand')::int8 AS on_hand, version FROM troupe_entity_state",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for row in rows {
+        assert_eq!(
+            expected[&row.key],
+            (row.on_hand, row.version),
+            "SKU {}",
+            row.key
+        );
+    }
+    assert_eq!(
+        iso.xlen("inventory.events").await,
+        emitted,
+        "each emitted event published exactly once"
+    );
+    assert_eq!(iso.xlen("inventory.adjustments.dlq").await, 0);
+}
+
+#[actix_web::test]
+async fn sigkill_at_random_moments_while_draining_loses_and_doubles_nothing() {
+    let iso = Isolation::new().await;
+    let (expected, emitted) = load(&iso, 20_000, 300).await;
+    for _ in 0..4 {
+        let child = ChildService::start(&iso, &[]);
+        let pause = rand::rng().random_range(300..1500);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        child.kill().await;
+    }
+    let child = ChildService::start(&iso, &[]);
+    assert_exactly_once(&iso, &expected, emitted, 20_000).await;
+    child.kill().await;
+}
+
+async fn crash_at(point: &str, after: &str) {
+    let iso = Isolation::new().await;
+    let (expected, emitted) = load(&iso, 3_000, 50).await;
+    let child = ChildService::start(
+        &iso,
+        &[
+            ("TROUPE__FAULTS__CRASH_AT", point),
+            ("TROUPE__FAULTS__CRASH_AFTER", after),
+        ],
+    );
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the process crashes");
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "aborted (SIGABRT) at {point}: {status:?}"
+    );
+    let child = ChildService::start(&iso, &[]);
+    assert_exactly_once(&iso, &expected, emitted, 3_000).await;
+    child.kill().await;
+}
+
+#[actix_web::test]
+async fn crash_after_read() {
+    crash_at("after_read", "3").await;
+}
+
+#[actix_web::test]
+async fn crash_after_commit_before_ack() {
+    crash_at("after_commit_before_ack", "3").await;
+}
+
+#[actix_web::test]
+async fn crash_after_publish_before_mark() {
+    crash_at("after_publish_before_mark", "1").await;
+}

@@ -1,0 +1,128 @@
+//! A user's own domain on the runtime's public API: a handler that panics on one chosen entry.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use troupe::actors::runtime::start_domain;
+use troupe::domain::{Context, Domain, DomainError, Subscription};
+use troupe::streams::RedisClients;
+
+use crate::helpers::{eventually, spawn_app};
+
+/// Counts events per key; panics on an event whose data says `"boom": true`.
+struct Tally;
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Count {
+    n: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", content = "data")]
+enum TallyEvent {
+    #[serde(rename = "tally.hit")]
+    Hit { boom: bool },
+}
+
+impl Domain for Tally {
+    type State = Count;
+    type Event = TallyEvent;
+    type Command = std::convert::Infallible;
+    type Reply = ();
+
+    fn name(&self) -> &'static str {
+        "tally"
+    }
+
+    fn subscriptions(&self) -> Vec<Subscription> {
+        vec![Subscription::new("tally.hits", &["tally.hit"])]
+    }
+
+    fn handle(
+        &self,
+        state: &mut Count,
+        event: TallyEvent,
+        _: &mut Context,
+    ) -> Result<(), DomainError> {
+        let TallyEvent::Hit { boom } = event;
+        assert!(!boom, "boom requested");
+        state.n += 1;
+        Ok(())
+    }
+
+    fn execute(
+        &self,
+        _: &mut Count,
+        command: Self::Command,
+        _: &mut Context,
+    ) -> Result<(), DomainError> {
+        match command {}
+    }
+}
+
+#[actix_web::test]
+async fn a_panicking_handler_restarts_the_reader_and_its_entry_is_dead_lettered() {
+    let app = spawn_app().await;
+    let redis = RedisClients::connect(&app.settings.redis).await.unwrap();
+    let tally = start_domain(Tally, &app.settings, &redis).await.unwrap();
+
+    for i in 0..20 {
+        let boom = if i == 7 { "true" } else { "false" };
+        let data = format!(r#"{{"boom":{boom}}}"#);
+        let key = format!("k{}", i % 4);
+        app.xadd(
+            "tally.hits",
+            &[
+                ("id", &format!("h{i}")),
+                ("type", "tally.hit"),
+                ("key", &key),
+                ("data", &data),
+            ],
+        )
+        .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the panicking entry dead-lettered",
+        || async {
+            app.xlen("tally.hits.dlq").await == 1 && app.pending("tally.hits", "tally").await == 0
+        },
+    )
+    .await;
+
+    let total = app.sql_i64("SELECT SUM((state->>'n')::int8)::int8 AS v FROM troupe_entity_state WHERE domain = 'tally'").await;
+    assert_eq!(total, 19, "every other entry applied exactly once");
+    let k3 = tally.handle.get("k3").await.unwrap().unwrap();
+    assert_eq!(k3.state.n, 4, "k3 lost only the poison entry");
+
+    let letters: Value = redis::cmd("XRANGE")
+        .arg(app.key("tally.hits.dlq"))
+        .arg("-")
+        .arg("+")
+        .query_async::<redis::Value>(&mut app.redis().await)
+        .await
+        .map(|v| Value::String(format!("{v:?}")))
+        .unwrap();
+    let text = letters.as_str().unwrap();
+    assert!(
+        text.contains("boom requested"),
+        "the panic message is the recorded error: {text}"
+    );
+    assert!(text.contains("max_deliveries"));
+
+    let metrics = troupe::telemetry::metrics::recorder().render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("troupe_actor_restarts_total{")
+                && l.contains(r#"domain="tally""#)
+                && !l.ends_with(" 0")),
+        "restarts are visible in /metrics:\n{metrics}"
+    );
+    assert!(
+        tally.handle.status().is_ok(),
+        "a few restarts do not fail the domain"
+    );
+    tally.abort();
+}
