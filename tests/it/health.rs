@@ -29,6 +29,7 @@ async fn ready_when_redis_and_postgres_answer() {
 async fn not_ready_while_postgres_is_unreachable_then_ready_again() {
     let app = spawn_app_with(AppOptions {
         database_proxy: true,
+        ..Default::default()
     })
     .await;
     let proxy = app.database_proxy.as_ref().unwrap();

@@ -11,4 +11,5 @@ mod dead_letters;
 mod health;
 mod http_telemetry;
 mod inventory;
+mod outages;
 mod supervision;

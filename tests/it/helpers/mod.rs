@@ -3,6 +3,7 @@
 pub mod child;
 pub mod database;
 pub mod proxy;
+pub mod redis_server;
 pub mod streams;
 
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub fn base_settings() -> Settings {
 pub struct AppOptions {
     /// Route the app's Postgres traffic through a proxy the test can cut.
     pub database_proxy: bool,
+    /// Use this Redis server instead of the shared one.
+    pub redis_url: Option<String>,
 }
 
 /// A running application with its own database and key prefix.
@@ -117,7 +120,10 @@ fn init_test_tracing() {
 
 /// Spawns the app on a random port, with a fresh database and Redis key prefix.
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let isolation = Isolation::new().await;
+    let mut isolation = Isolation::new().await;
+    if let Some(url) = options.redis_url {
+        isolation.settings.redis.url = url;
+    }
     let mut settings = isolation.settings.clone();
     let database_proxy = if options.database_proxy {
         let proxy = TcpProxy::start(&isolation.database.url).await;
