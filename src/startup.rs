@@ -95,10 +95,8 @@ impl RunningDomains {
 
     async fn shutdown(&self, grace: Duration) {
         let set = self.running.lock().ok().and_then(|mut r| r.take());
-        if let Some(set) = set {
-            if let Some(inventory) = set.inventory {
-                inventory.shutdown(grace).await;
-            }
+        if let Some(inventory) = set.and_then(|s| s.inventory) {
+            inventory.shutdown(grace).await;
         }
     }
 }

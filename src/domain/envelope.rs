@@ -111,10 +111,10 @@ impl Envelope {
             chrono::DateTime::parse_from_rfc3339(ts)
                 .map_err(|e| MalformedEntry::InvalidTimestamp(e.to_string()))?;
         }
-        if let Some(tp) = &envelope.traceparent {
-            if !is_traceparent(tp) {
-                return Err(MalformedEntry::InvalidTraceparent);
-            }
+        if let Some(tp) = &envelope.traceparent
+            && !is_traceparent(tp)
+        {
+            return Err(MalformedEntry::InvalidTraceparent);
         }
         Ok(envelope)
     }

@@ -57,21 +57,25 @@ pub async fn append(
     Ok(())
 }
 
+/// An outbox row as read by the relay.
+#[derive(Queryable)]
+struct OutboxRow {
+    seq: i64,
+    event_id: uuid::Uuid,
+    event_type: String,
+    key: String,
+    data: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    traceparent: Option<String>,
+}
+
 /// The oldest unpublished events of `domain`, in `seq` order.
 pub async fn next_batch(
     conn: &mut AsyncPgConnection,
     domain: &str,
     limit: i64,
 ) -> Result<Vec<OutgoingEvent>, StoreError> {
-    let rows: Vec<(
-        i64,
-        uuid::Uuid,
-        String,
-        String,
-        String,
-        chrono::DateTime<chrono::Utc>,
-        Option<String>,
-    )> = t::table
+    let rows: Vec<OutboxRow> = t::table
         .filter(t::domain.eq(domain))
         .order(t::seq.asc())
         .limit(limit)
@@ -88,17 +92,17 @@ pub async fn next_batch(
         .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(seq, id, event_type, key, data, created_at, traceparent)| OutgoingEvent {
-                seq,
-                event_id: id.to_string(),
-                event_type,
-                key,
-                data,
-                ts: created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                traceparent,
-            },
-        )
+        .map(|r| OutgoingEvent {
+            seq: r.seq,
+            event_id: r.event_id.to_string(),
+            event_type: r.event_type,
+            key: r.key,
+            data: r.data,
+            ts: r
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            traceparent: r.traceparent,
+        })
         .collect())
 }
 
