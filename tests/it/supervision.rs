@@ -8,7 +8,7 @@ use troupe::actors::runtime::start_domain;
 use troupe::domain::{Context, Domain, DomainError, Subscription};
 use troupe::streams::RedisClients;
 
-use crate::helpers::{eventually, spawn_app};
+use crate::helpers::{Adjustment, AppOptions, eventually, spawn_app, spawn_app_with};
 
 /// Counts events per key; panics on an event whose data says `"boom": true`.
 struct Tally;
@@ -125,4 +125,37 @@ async fn a_panicking_handler_restarts_the_reader_and_its_entry_is_dead_lettered(
         "a few restarts do not fail the domain"
     );
     tally.abort();
+}
+
+#[actix_web::test]
+async fn too_many_restarts_fail_the_domain_visibly_in_readiness() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| {
+            s.runtime.max_deliveries = 1_000;
+            s.runtime.max_restarts = 3;
+            s.runtime.backoff_initial_ms = 10;
+            s.runtime.backoff_max_ms = 20;
+        }),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    // Overflows on every delivery: the reader restarts until the intensity limit trips.
+    app.write_adjustments(&[
+        Adjustment { id: "x1".into(), sku: "X", delta: i64::MAX },
+        Adjustment { id: "x2".into(), sku: "X", delta: 1 },
+    ])
+    .await;
+    eventually(Duration::from_secs(20), "readiness reports the failed domain", || async {
+        app.get("/health/ready").await.status() == 503
+    })
+    .await;
+    let body: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("domain inventory"), "{body}");
+    assert_eq!(body["error"]["details"]["checks"]["domains"]["inventory"]["ok"], false);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("troupe_domain_up{") && l.ends_with(" 0")), "{metrics}");
+    let url = format!("{}/api/v1/inventory/Y/adjustments", app.address);
+    let res = app.client.post(url).json(&serde_json::json!({"delta": 1, "warehouse": "w"})).send().await.unwrap();
+    assert_eq!(res.status(), 503, "a failed domain refuses commands");
 }

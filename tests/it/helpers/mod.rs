@@ -37,6 +37,8 @@ pub struct AppOptions {
     pub database_proxy: bool,
     /// Use this Redis server instead of the shared one.
     pub redis_url: Option<String>,
+    /// Adjusts the settings before the app starts.
+    pub configure: Option<fn(&mut Settings)>,
 }
 
 /// A running application with its own database and key prefix.
@@ -123,6 +125,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let mut isolation = Isolation::new().await;
     if let Some(url) = options.redis_url {
         isolation.settings.redis.url = url;
+    }
+    if let Some(configure) = options.configure {
+        configure(&mut isolation.settings);
     }
     let mut settings = isolation.settings.clone();
     let database_proxy = if options.database_proxy {
