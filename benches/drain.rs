@@ -12,7 +12,10 @@ use anyhow::{Context, Result, bail};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[derive(diesel::QueryableByName)]
@@ -29,19 +32,29 @@ struct Totals {
 async fn main() -> Result<()> {
     let events = env_or("BENCH_EVENTS", 200_000);
     let skus = env_or("BENCH_SKUS", 10_000);
-    let redis_url = std::env::var("TROUPE__REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url =
+        std::env::var("TROUPE__REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let admin_url = std::env::var("TROUPE__DATABASE__URL")
         .unwrap_or_else(|_| "postgres://troupe:troupe@127.0.0.1:5432/troupe".into());
     let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/troupe");
     if !binary.exists() {
-        bail!("{} not found: run `cargo build --release` first", binary.display());
+        bail!(
+            "{} not found: run `cargo build --release` first",
+            binary.display()
+        );
     }
 
     // A fresh database and key prefix.
     let db_name = "troupe_bench";
-    let mut admin = AsyncPgConnection::establish(&admin_url).await.context("postgres")?;
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut admin).await?;
-    diesel::sql_query(format!("CREATE DATABASE {db_name}")).execute(&mut admin).await?;
+    let mut admin = AsyncPgConnection::establish(&admin_url)
+        .await
+        .context("postgres")?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    diesel::sql_query(format!("CREATE DATABASE {db_name}"))
+        .execute(&mut admin)
+        .await?;
     let mut db_url = url::Url::parse(&admin_url)?;
     db_url.set_path(db_name);
     let prefix = format!("bench:{}:", uuid::Uuid::new_v4().simple());
@@ -65,13 +78,25 @@ async fn main() -> Result<()> {
             let e = expected.entry(sku.clone()).or_default();
             e.0 += delta;
             e.1 += 1;
-            pipe.cmd("XADD").arg(&stream).arg("*").arg("id").arg(format!("b{n}")).arg("type")
-                .arg("stock.adjusted").arg("key").arg(&sku).arg("data")
-                .arg(format!(r#"{{"delta":{delta},"warehouse":"w1"}}"#)).ignore();
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("id")
+                .arg(format!("b{n}"))
+                .arg("type")
+                .arg("stock.adjusted")
+                .arg("key")
+                .arg(&sku)
+                .arg("data")
+                .arg(format!(r#"{{"delta":{delta},"warehouse":"w1"}}"#))
+                .ignore();
         }
         pipe.exec_async(&mut redis).await?;
     }
-    println!("loaded {events} entries over {skus} SKUs in {:.1?}", load_started.elapsed());
+    println!(
+        "loaded {events} entries over {skus} SKUs in {:.1?}",
+        load_started.elapsed()
+    );
 
     // Start the service under test.
     let mut child = tokio::process::Command::new(&binary)
@@ -83,7 +108,10 @@ async fn main() -> Result<()> {
         .env("TROUPE__REDIS__KEY_PREFIX", &prefix)
         .env("TROUPE__INSTANCE__ID", "bench-1")
         .env("TROUPE__HTTP__PORT", "0")
-        .env("TROUPE__TELEMETRY__LOG_FILTER", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "TROUPE__TELEMETRY__LOG_FILTER",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
@@ -91,9 +119,16 @@ async fn main() -> Result<()> {
 
     // Wait for the first read, then until everything is acknowledged.
     let group_state = |mut conn: redis::aio::MultiplexedConnection, stream: String| async move {
-        let info: redis::streams::StreamInfoGroupsReply =
-            redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut conn).await.unwrap_or_default();
-        info.groups.into_iter().find(|g| g.name == "inventory").map(|g| (g.entries_read.unwrap_or(0), g.lag, g.pending))
+        let info: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        info.groups
+            .into_iter()
+            .find(|g| g.name == "inventory")
+            .map(|g| (g.entries_read.unwrap_or(0), g.lag, g.pending))
     };
     let wait_started = Instant::now();
     let first_read = loop {
@@ -137,12 +172,27 @@ async fn main() -> Result<()> {
     .load(&mut conn)
     .await?;
     let exact = rows.len() == expected.len()
-        && rows.iter().all(|r| expected.get(&r.key) == Some(&(r.on_hand, r.version)));
+        && rows
+            .iter()
+            .all(|r| expected.get(&r.key) == Some(&(r.on_hand, r.version)));
     let seconds = drained.duration_since(first_read).as_secs_f64();
-    println!("drained {events} events in {seconds:.2} s: {:.0} events/s", events as f64 / seconds);
-    println!("peak RSS of troupe serve: {:.1} MiB", peak_rss_kb as f64 / 1024.0);
-    println!("exact totals ({} SKUs, versions = event counts): {}", rows.len(), if exact { "yes" } else { "NO" });
-    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut redis).await?;
+    println!(
+        "drained {events} events in {seconds:.2} s: {:.0} events/s",
+        events as f64 / seconds
+    );
+    println!(
+        "peak RSS of troupe serve: {:.1} MiB",
+        peak_rss_kb as f64 / 1024.0
+    );
+    println!(
+        "exact totals ({} SKUs, versions = event counts): {}",
+        rows.len(),
+        if exact { "yes" } else { "NO" }
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut redis)
+        .await?;
     if !exact {
         bail!("totals differ from what was written");
     }

@@ -5,8 +5,10 @@
 //! first its own pending entries (`XREADGROUP … 0`: delivered to this consumer name before a
 //! crash or restart, not acknowledged), then entries abandoned by dead consumers
 //! (`XAUTOCLAIM` past `claim_min_idle_ms`). Then it reads new entries (`>`), claiming again
-//! every `claim_interval_ms`. It waits for each batch to be processed before reading the next,
-//! so it never holds more than one batch in flight and redelivery never races processing.
+//! every `claim_interval_ms`. While the processor works on one batch it reads the next, and it
+//! waits for that batch's report before handing over another: at most one batch in flight and
+//! one in hand. Pending entries are only re-read on start, before anything is in flight, so
+//! redelivery never races processing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,6 +113,10 @@ impl<D: Domain> Handler<StopReading> for Reader<D> {
     }
 }
 
+/// A batch handed to the processor whose report has not been awaited yet.
+type InFlight =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<BatchReport, ReaderError>>>>;
+
 struct ReadLoop<D: Domain> {
     ctx: Arc<DomainContext<D>>,
     binding: Arc<StreamBinding>,
@@ -144,9 +150,13 @@ impl<D: Domain> ReadLoop<D> {
         }
         tracing::info!("reader recovered; reading new entries");
 
+        // While the processor works on one batch, the next is read: one batch in flight, one in
+        // hand, never more.
+        let mut in_flight: Option<InFlight> = None;
         let mut last_claim = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             if last_claim.elapsed() >= runtime.claim_interval() {
+                self.finish(in_flight.take()).await?;
                 last_claim = Instant::now();
                 let failed = self.claim_abandoned().await?;
                 if failed > 0 {
@@ -163,14 +173,12 @@ impl<D: Domain> ReadLoop<D> {
                     Some(runtime.read_block()),
                 )
                 .await?;
-            if entries.is_empty() {
-                continue;
-            }
-            let report = self.process(entries, false).await?;
-            if report.left_pending > 0 {
-                return Err(ReaderError::HandlerFailures(report.left_pending));
+            self.finish(in_flight.take()).await?;
+            if !entries.is_empty() {
+                in_flight = Some(self.submit(entries, false));
             }
         }
+        self.finish(in_flight.take()).await?;
         tracing::info!("reader stopped");
         Ok(())
     }
@@ -237,24 +245,47 @@ impl<D: Domain> ReadLoop<D> {
         entries: Vec<StreamEntry>,
         redelivered: bool,
     ) -> Result<BatchReport, ReaderError> {
+        let report = self.submit(entries, redelivered).await?;
+        self.note(&report);
+        Ok(report)
+    }
+
+    /// Hands a batch to the processor; the returned future resolves with its report.
+    fn submit(&self, entries: Vec<StreamEntry>, redelivered: bool) -> InFlight {
         let batch = ProcessBatch {
             binding: self.binding.clone(),
             entries,
             redelivered,
         };
-        let sent =
-            tokio::time::timeout(self.ctx.runtime.ask_timeout(), self.processor.send(batch)).await;
-        let report = match sent {
-            Ok(reply) => reply.map_err(|e| ReaderError::Processor(e.to_string()))??,
-            Err(_) => {
-                return Err(ReaderError::Processor(
+        let request = self.processor.send(batch);
+        let timeout = self.ctx.runtime.ask_timeout();
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, request).await {
+                Ok(reply) => Ok(reply.map_err(|e| ReaderError::Processor(e.to_string()))??),
+                Err(_) => Err(ReaderError::Processor(
                     "batch not processed within runtime.ask_timeout_ms".into(),
-                ));
+                )),
             }
+        })
+    }
+
+    /// Waits for a submitted batch; entries that failed end this reader's run so the
+    /// supervisor restarts it after a backoff and they are retried from the pending list.
+    async fn finish(&mut self, in_flight: Option<InFlight>) -> Result<(), ReaderError> {
+        let Some(batch) = in_flight else {
+            return Ok(());
         };
+        let report = batch.await?;
+        self.note(&report);
+        if report.left_pending > 0 {
+            return Err(ReaderError::HandlerFailures(report.left_pending));
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, report: &BatchReport) {
         if report.applied > 0 || report.duplicates > 0 || report.dead_lettered > 0 {
             self.progressed = true;
         }
-        Ok(report)
     }
 }

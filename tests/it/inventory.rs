@@ -80,9 +80,14 @@ async fn exact_totals_after_50_000_events_over_1_000_skus() {
     // Lag and pending are exported per domain and stream once measured.
     eventually(Duration::from_secs(10), "consumer metrics", || async {
         let text = app.get("/metrics").await.text().await.unwrap();
-        ["troupe_consumer_lag{", "troupe_consumer_pending{", "troupe_consumer_oldest_pending_seconds{", "troupe_outbox_backlog{"]
-            .iter()
-            .all(|name| text.lines().any(|l| l.starts_with(name)))
+        [
+            "troupe_consumer_lag{",
+            "troupe_consumer_pending{",
+            "troupe_consumer_oldest_pending_seconds{",
+            "troupe_outbox_backlog{",
+        ]
+        .iter()
+        .all(|name| text.lines().any(|l| l.starts_with(name)))
             && text.lines().any(|l| {
                 l.starts_with("troupe_events_total{") && l.contains(r#"outcome="applied""#)
             })

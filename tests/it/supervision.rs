@@ -142,20 +142,50 @@ async fn too_many_restarts_fail_the_domain_visibly_in_readiness() {
     assert_eq!(app.get("/health/ready").await.status(), 200);
     // Overflows on every delivery: the reader restarts until the intensity limit trips.
     app.write_adjustments(&[
-        Adjustment { id: "x1".into(), sku: "X", delta: i64::MAX },
-        Adjustment { id: "x2".into(), sku: "X", delta: 1 },
+        Adjustment {
+            id: "x1".into(),
+            sku: "X",
+            delta: i64::MAX,
+        },
+        Adjustment {
+            id: "x2".into(),
+            sku: "X",
+            delta: 1,
+        },
     ])
     .await;
-    eventually(Duration::from_secs(20), "readiness reports the failed domain", || async {
-        app.get("/health/ready").await.status() == 503
-    })
+    eventually(
+        Duration::from_secs(20),
+        "readiness reports the failed domain",
+        || async { app.get("/health/ready").await.status() == 503 },
+    )
     .await;
     let body: Value = app.get("/health/ready").await.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("domain inventory"), "{body}");
-    assert_eq!(body["error"]["details"]["checks"]["domains"]["inventory"]["ok"], false);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("domain inventory"),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["details"]["checks"]["domains"]["inventory"]["ok"],
+        false
+    );
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.lines().any(|l| l.starts_with("troupe_domain_up{") && l.ends_with(" 0")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("troupe_domain_up{") && l.ends_with(" 0")),
+        "{metrics}"
+    );
     let url = format!("{}/api/v1/inventory/Y/adjustments", app.address);
-    let res = app.client.post(url).json(&serde_json::json!({"delta": 1, "warehouse": "w"})).send().await.unwrap();
+    let res = app
+        .client
+        .post(url)
+        .json(&serde_json::json!({"delta": 1, "warehouse": "w"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 503, "a failed domain refuses commands");
 }
