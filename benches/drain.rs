@@ -98,7 +98,10 @@ async fn main() -> Result<()> {
         load_started.elapsed()
     );
 
-    // Start the service under test.
+    // Start the service under test, on a port we know so its metrics can be read at the end.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut child = tokio::process::Command::new(&binary)
         .arg("serve")
         .arg("--config-dir")
@@ -107,7 +110,7 @@ async fn main() -> Result<()> {
         .env("TROUPE__REDIS__URL", &redis_url)
         .env("TROUPE__REDIS__KEY_PREFIX", &prefix)
         .env("TROUPE__INSTANCE__ID", "bench-1")
-        .env("TROUPE__HTTP__PORT", "0")
+        .env("TROUPE__HTTP__PORT", port.to_string())
         .env(
             "TROUPE__TELEMETRY__LOG_FILTER",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -161,6 +164,20 @@ async fn main() -> Result<()> {
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let cpu_seconds = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // After the command name: state, ppid, … utime (12th), stime (13th), in clock ticks
+            // (100 per second on Linux).
+            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+            Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+        })
+        .unwrap_or(0.0);
     child.start_kill()?;
     let _ = child.wait().await;
 
@@ -184,15 +201,37 @@ async fn main() -> Result<()> {
         "peak RSS of troupe serve: {:.1} MiB",
         peak_rss_kb as f64 / 1024.0
     );
+    println!("CPU time of troupe serve (start-up to drained): {cpu_seconds:.2} s");
     println!(
         "exact totals ({} SKUs, versions = event counts): {}",
         rows.len(),
         if exact { "yes" } else { "NO" }
     );
-    let _: () = redis::cmd("DEL")
-        .arg(&stream)
+    for (name, what) in [
+        ("troupe_persist_seconds", "commit per batch"),
+        ("troupe_handle_seconds", "handler per event"),
+        ("troupe_batch_size", "entries per batch"),
+    ] {
+        let value = |suffix: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}_{suffix}{{")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let (sum, count) = (value("sum"), value("count"));
+        if count > 0.0 {
+            println!("{what}: mean {:.6} over {count} ({name})", sum / count);
+        }
+    }
+    // Leave nothing behind in Redis: every key under this run's prefix.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
         .query_async(&mut redis)
         .await?;
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await?;
+    }
     if !exact {
         bail!("totals differ from what was written");
     }

@@ -8,6 +8,11 @@ use troupe::cli::{Cli, Command};
 use troupe::settings::Settings;
 use troupe::startup::Application;
 
+// Batches are allocated on one thread and freed on the partitions' threads; glibc's allocator
+// spent ~40% of the process's CPU on that in the drain benchmark (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(&cli.config_dir) {
