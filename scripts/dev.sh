@@ -135,11 +135,13 @@ max_connections = 400
 shared_buffers = 256MB
 CONF
     fi
-    say "starting private postgres on port $PG_PORT"
-    touch "$DEV/postgres.log"
-    if [[ $(id -u) -eq 0 ]]; then chown postgres: "$DEV/postgres.log"; fi
-    as_pg "$bin/pg_ctl" -D "$real" -l "$DEV/postgres.log" -w -t 30 start >/dev/null \
-      || { tail -n 20 "$DEV/postgres.log" >&2; die "postgres did not start"; }
+    # The log lives beside the data, where the server's user can write.
+    local log; log="$(dirname "$real")/postgres.log"
+    say "starting private postgres on port $PG_PORT (log: $log)"
+    touch "$log"
+    if [[ $(id -u) -eq 0 ]]; then chown postgres: "$log"; fi
+    as_pg "$bin/pg_ctl" -D "$real" -l "$log" -w -t 30 start >/dev/null \
+      || { tail -n 20 "$log" >&2; die "postgres did not start"; }
     head -n 1 "$real/postmaster.pid" >"$DEV/postgres.pid"
   fi
   if ! pg_answers "$PG_DB"; then

@@ -149,14 +149,13 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
                 continue;
             }
             let started = Instant::now();
-            let current = self.entities.get(&item.key).cloned().unwrap_or_default();
-            let outcome = apply_event(self.domain.as_ref(), &item.key, &current, item.event);
+            let new_entity = Entity::default();
+            let current = self.entities.get(&item.key).unwrap_or(&new_entity);
+            let outcome = apply_event(self.domain.as_ref(), &item.key, current, item.event);
             self.handle_seconds.record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(applied) => {
-                    if !self.undo.contains_key(&item.key) || !changed.contains(&item.key) {
-                        changed.push(item.key.clone());
-                    }
+                    changed.push(item.key.clone());
                     self.install(&item.key, applied.entity);
                     reply
                         .outcomes
@@ -207,8 +206,9 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
     type Result = actix::MessageResult<ApplyCommand<D>>;
 
     fn handle(&mut self, msg: ApplyCommand<D>, _: &mut Self::Context) -> Self::Result {
-        let current = self.entities.get(&msg.key).cloned().unwrap_or_default();
-        let result = apply_command(self.domain.as_ref(), &msg.key, &current, msg.command).and_then(
+        let new_entity = Entity::default();
+        let current = self.entities.get(&msg.key).unwrap_or(&new_entity);
+        let result = apply_command(self.domain.as_ref(), &msg.key, current, msg.command).and_then(
             |(applied, reply)| {
                 self.install(&msg.key, applied.entity);
                 let write = self.write_of(&msg.key)?;
