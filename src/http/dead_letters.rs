@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::streams::dead_letter;
 use crate::streams::entry::EntryId;
@@ -11,7 +12,8 @@ use crate::streams::entry::EntryId;
 const MAX_LIMIT: usize = 1000;
 
 /// Query of the list endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterQuery {
     /// Page size, 1 to 1000 (default 100).
@@ -38,6 +40,16 @@ fn entry_id(raw: &str) -> Result<EntryId, ApiError> {
 }
 
 /// `GET /admin/dead-letters/{stream}?limit=&after=`.
+#[utoipa::path(
+    get,
+    path = "/admin/dead-letters/{stream}",
+    tag = "operations",
+    params(("stream" = String, Path, description = "A consumed stream, e.g. inventory.adjustments"), DeadLetterQuery),
+    responses(
+        (status = 200, description = "Dead letters, oldest first, with their dlq_* fields"),
+        (status = 404, description = "No running domain consumes this stream", body = ErrorBody),
+    )
+)]
 #[get("/admin/dead-letters/{stream}")]
 pub async fn list(
     state: web::Data<AppState>,
@@ -70,6 +82,16 @@ pub async fn list(
 }
 
 /// `POST /admin/dead-letters/{stream}/{id}/replay`: puts the entry back on its stream.
+#[utoipa::path(
+    post,
+    path = "/admin/dead-letters/{stream}/{id}/replay",
+    tag = "operations",
+    params(("stream" = String, Path), ("id" = String, Path, description = "Id in the dead-letter stream")),
+    responses(
+        (status = 200, description = "Back on its stream as `replayed_as`"),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+    )
+)]
 #[post("/admin/dead-letters/{stream}/{id}/replay")]
 pub async fn replay(
     state: web::Data<AppState>,
@@ -99,6 +121,16 @@ pub async fn replay(
 }
 
 /// `DELETE /admin/dead-letters/{stream}/{id}`: discards the entry.
+#[utoipa::path(
+    delete,
+    path = "/admin/dead-letters/{stream}/{id}",
+    tag = "operations",
+    params(("stream" = String, Path), ("id" = String, Path, description = "Id in the dead-letter stream")),
+    responses(
+        (status = 204, description = "Discarded"),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+    )
+)]
 #[delete("/admin/dead-letters/{stream}/{id}")]
 pub async fn discard(
     state: web::Data<AppState>,

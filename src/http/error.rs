@@ -106,6 +106,25 @@ impl ApiError {
     }
 }
 
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, part of the API contract.
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+    /// Structured detail, or null.
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -124,9 +143,13 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(cause) = self {
             tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
         }
-        HttpResponse::build(self.status_code()).json(json!({
-            "error": { "code": self.code(), "message": self.to_string(), "details": self.details() }
-        }))
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                details: self.details(),
+            },
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use serde_json::json;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 
 /// The result of one dependency check.
@@ -39,6 +40,7 @@ impl CheckResult {
 }
 
 /// `GET /health/live`: answers while the process runs.
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process runs")))]
 #[get("/health/live")]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "alive" }))
@@ -46,6 +48,15 @@ pub async fn live() -> HttpResponse {
 
 /// `GET /health/ready`: 200 when Redis and Postgres both answer within
 /// `health.check_timeout_ms` and no domain has failed, otherwise 503 naming what failed.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Redis, Postgres and every domain are fine; one result per check"),
+        (status = 503, description = "Something failed; `details.checks` says what", body = ErrorBody),
+    )
+)]
 #[get("/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let timeout: Duration = state.settings.health.check_timeout();

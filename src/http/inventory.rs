@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::actors::handle::DomainHandle;
 use crate::domain::Entity;
@@ -13,7 +14,7 @@ const MAX_LIMIT: usize = 1000;
 const MAX_SKU_LEN: usize = 128;
 
 /// Stock of one SKU as the API shows it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StockView {
     /// The SKU.
     pub sku: String,
@@ -44,7 +45,7 @@ impl StockView {
 }
 
 /// A page of SKUs.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockPage {
     /// SKUs in key order.
     pub items: Vec<StockView>,
@@ -53,7 +54,8 @@ pub struct StockPage {
 }
 
 /// Query of the list endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1 to 1000 (default 100).
@@ -84,7 +86,18 @@ fn valid_sku(sku: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /api/v1/inventory/{sku}`.
+/// `GET /api/v1/inventory/{sku}`: stock of one SKU, from memory.
+#[utoipa::path(
+    get,
+    path = "/api/v1/inventory/{sku}",
+    tag = "inventory",
+    params(("sku" = String, Path, description = "The SKU")),
+    responses(
+        (status = 200, description = "Stock of the SKU", body = StockView),
+        (status = 404, description = "No input ever touched this SKU", body = ErrorBody),
+        (status = 503, description = "The inventory domain is not running", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/inventory/{sku}")]
 pub async fn get_stock(
     state: web::Data<AppState>,
@@ -102,6 +115,16 @@ pub async fn get_stock(
 }
 
 /// `GET /api/v1/inventory?limit=&after=`: keyset pagination by SKU.
+#[utoipa::path(
+    get,
+    path = "/api/v1/inventory",
+    tag = "inventory",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of SKUs in key order", body = StockPage),
+        (status = 400, description = "Bad limit or query", body = ErrorBody),
+    )
+)]
 #[get("/api/v1/inventory")]
 pub async fn list_stock(
     state: web::Data<AppState>,
@@ -130,7 +153,7 @@ pub async fn list_stock(
 }
 
 /// Body of `POST /api/v1/inventory/{sku}/adjustments`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentRequest {
     /// Change in units.
@@ -141,6 +164,20 @@ pub struct AdjustmentRequest {
 
 /// `POST /api/v1/inventory/{sku}/adjustments`: adjusts stock through the domain; answers once the
 /// change is committed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/inventory/{sku}/adjustments",
+    tag = "inventory",
+    params(("sku" = String, Path, description = "The SKU")),
+    request_body = AdjustmentRequest,
+    responses(
+        (status = 200, description = "Committed; the new stock", body = StockView),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 413, description = "Body over http.json_limit_bytes", body = ErrorBody),
+        (status = 422, description = "Refused by the domain", body = ErrorBody),
+        (status = 503, description = "Not committed (database down, domain failed)", body = ErrorBody),
+    )
+)]
 #[post("/api/v1/inventory/{sku}/adjustments")]
 pub async fn adjust_stock(
     state: web::Data<AppState>,

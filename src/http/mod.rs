@@ -7,6 +7,7 @@ pub mod error;
 pub mod health;
 pub mod inventory;
 pub mod metrics;
+pub mod openapi;
 pub mod request_telemetry;
 
 pub use error::ApiError;
@@ -53,6 +54,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit_bytes: usize) {
     .service(dead_letters::list)
     .service(dead_letters::replay)
     .service(dead_letters::discard)
+    .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url(
+        "/api-docs/openapi.json",
+        <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+    ))
     .default_service(web::to(no_route));
 }
 

@@ -61,3 +61,32 @@ async fn unknown_routes_get_a_json_error() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "route_not_found");
 }
+
+#[actix_web::test]
+async fn the_openapi_document_and_swagger_ui_are_served() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/inventory/{sku}",
+        "/api/v1/inventory",
+        "/health/ready",
+        "/admin/dead-letters/{stream}",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    let ui = app.get("/docs/").await;
+    assert_eq!(ui.status(), 200);
+    assert!(
+        ui.text().await.unwrap().contains("swagger"),
+        "Swagger UI is served offline"
+    );
+}
