@@ -11,5 +11,6 @@ mod dead_letters;
 mod health;
 mod http_telemetry;
 mod inventory;
+mod migrations;
 mod outages;
 mod supervision;
