@@ -148,6 +148,10 @@ impl Application {
                 .configure(|cfg| http::configure(cfg, json_limit))
         })
         .shutdown_timeout(settings.http.shutdown_grace_seconds)
+        // actix-server's own handlers stop the whole actix System 300 ms after a signal, taking
+        // the domains' arbiters down before their in-flight batches commit, and treat SIGINT as
+        // a forced stop. `run_until_stopped` handles both signals as a graceful stop instead.
+        .disable_signals()
         .listen(listener)
         .map_err(|source| StartupError::Bind {
             address: format!("port {port}"),
@@ -186,9 +190,30 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM, then shuts down in order: stop accepting HTTP and finish
     /// in-flight requests, stop the readers, let the batches in flight commit, publish the
-    /// outbox, stop the domains — each step within `http.shutdown_grace_seconds`.
+    /// outbox, stop the domains — each step within `http.shutdown_grace_seconds`. A second signal
+    /// exits at once (status 130).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let handle = self.server.handle();
+        let mut server = std::pin::pin!(self.server);
+        let served = tokio::select! {
+            // Stopped from inside (a `Stopper`), or the server failed.
+            served = &mut server => served,
+            signal = stop_signal() => {
+                let signal = signal?;
+                tracing::info!(signal, "stop signal received; finishing in-flight requests");
+                // A second signal (Ctrl-C twice) means: now. Unacknowledged work is redelivered
+                // on the next start, so nothing is lost.
+                actix_web::rt::spawn(async {
+                    if let Ok(signal) = stop_signal().await {
+                        tracing::warn!(signal, "second stop signal; exiting without waiting");
+                        std::process::exit(130);
+                    }
+                });
+                // The command is sent on the call; the server future, polled here, carries it out.
+                drop(handle.stop(true));
+                server.await
+            }
+        };
         tracing::info!("http server stopped; stopping domains");
         self.domains.shutdown(self.grace).await;
         tracing::info!("troupe stopped");
@@ -208,6 +233,17 @@ impl Stopper {
         drop(self.server.stop(false));
         self.domains.abort();
     }
+}
+
+/// Resolves with the name of the first SIGINT or SIGTERM.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
 }
 
 fn spawn_metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {

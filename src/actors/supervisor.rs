@@ -150,11 +150,17 @@ impl<D: Domain> DomainSupervisor<D> {
         self.live.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Stops the readers (each lets its batch in flight commit) and then, once they are all
+    /// gone, the relay, so that it publishes what their last batches emitted before it stops.
     fn stop_children(&mut self) {
         for reader in self.readers.values() {
             reader.do_send(StopReading);
         }
-        if let Some(relay) = &self.relay {
+        self.stop_relay_once_readers_are_gone();
+    }
+
+    fn stop_relay_once_readers_are_gone(&self) {
+        if let (true, Some(relay)) = (self.readers.is_empty(), &self.relay) {
             relay.do_send(StopRelaying);
         }
     }
@@ -210,6 +216,7 @@ impl<D: Domain> Handler<ChildExited> for DomainSupervisor<D> {
         }
         let domain = self.ctx.name();
         if self.stopping {
+            self.stop_relay_once_readers_are_gone();
             return;
         }
         let error = msg.error.unwrap_or_else(|| "stopped unexpectedly".into());

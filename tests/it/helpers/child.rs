@@ -51,6 +51,18 @@ impl ChildService {
         self.child.wait().await.expect("reaped");
     }
 
+    /// Sends `signal` (`"TERM"`, `"INT"`), as an orchestrator or Ctrl-C would; returns at once
+    /// (see [`Self::wait`]).
+    pub async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the child is running");
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success(), "SIG{signal} sent to {pid}");
+    }
+
     /// Waits for the process to exit by itself; returns its status.
     pub async fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().await.expect("reaped")
