@@ -14,3 +14,4 @@ mod inventory;
 mod migrations;
 mod outages;
 mod supervision;
+mod trimming;
