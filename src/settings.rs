@@ -176,6 +176,9 @@ pub struct DatabaseSettings {
     pub pool_max_size: usize,
     /// Time allowed to open a connection, and to wait for a free one.
     pub connect_timeout_ms: u64,
+    /// Time a unit of work's transaction may take, from checkout to COMMIT; a connection that
+    /// hangs beyond it is discarded and the unit retried. Below `runtime.ask_timeout_ms`.
+    pub commit_timeout_ms: u64,
 }
 
 /// Readiness check settings.
@@ -278,6 +281,10 @@ impl Settings {
                 "database.connect_timeout_ms",
                 self.database.connect_timeout_ms,
             ),
+            (
+                "database.commit_timeout_ms",
+                self.database.commit_timeout_ms,
+            ),
             ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
             ("redis.response_timeout_ms", self.redis.response_timeout_ms),
             ("health.check_timeout_ms", self.health.check_timeout_ms),
@@ -323,6 +330,24 @@ impl Settings {
             return invalid(
                 "runtime.backoff_max_ms",
                 "must not be below runtime.backoff_initial_ms".into(),
+            );
+        }
+        if self.database.commit_timeout_ms >= self.runtime.ask_timeout_ms {
+            return invalid(
+                "database.commit_timeout_ms",
+                "must be below runtime.ask_timeout_ms".into(),
+            );
+        }
+        // An entry in hand waits for the batch in flight, then is processed: each bounded by
+        // ask_timeout. Claiming sooner would take entries from a consumer still working on them.
+        let busiest = 2 * self.runtime.ask_timeout_ms + self.runtime.read_block_ms;
+        if self.runtime.claim_min_idle_ms <= busiest {
+            return invalid(
+                "runtime.claim_min_idle_ms",
+                format!(
+                    "must exceed 2 × runtime.ask_timeout_ms + runtime.read_block_ms ({busiest}), \
+                     or entries are claimed from consumers still working on them"
+                ),
             );
         }
         if self.runtime.read_count > 100_000 {
@@ -386,6 +411,11 @@ impl DatabaseSettings {
     /// Connection and pool wait timeout.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// Transaction timeout of a unit of work.
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.commit_timeout_ms)
     }
 }
 
@@ -490,5 +520,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("billing"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_that_would_race_each_other_are_refused() {
+        // Claiming entries a live consumer may still hold in hand or in flight.
+        let err = load(&[("TROUPE__RUNTIME__CLAIM_MIN_IDLE_MS", "21000")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("runtime.claim_min_idle_ms:"), "{err}");
+        assert!(load(&[("TROUPE__RUNTIME__CLAIM_MIN_IDLE_MS", "21001")]).is_ok());
+        // A commit outliving the reader's wait for it.
+        let err = load(&[("TROUPE__DATABASE__COMMIT_TIMEOUT_MS", "10000")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("database.commit_timeout_ms:"), "{err}");
     }
 }

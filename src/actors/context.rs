@@ -23,6 +23,8 @@ pub struct DomainContext<D: Domain> {
     pub redis: RedisClients,
     /// Postgres pool of this domain.
     pub db: DbPool,
+    /// Transaction timeout of a unit of work.
+    pub commit_timeout: std::time::Duration,
     /// Key naming.
     pub keys: StreamKeys,
     /// Fault injection.

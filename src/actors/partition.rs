@@ -60,6 +60,20 @@ impl<D: Domain> Partition<D> {
         self.entities.insert(key.to_owned(), entity);
     }
 
+    /// Puts back the committed value of `key`, dropping what the unit in flight did to it.
+    fn revert(&mut self, key: &str) {
+        match self.undo.remove(key) {
+            Some(Some(before)) => {
+                self.entities.insert(key.to_owned(), before);
+            }
+            Some(None) => {
+                self.entities.remove(key);
+            }
+            None => {}
+        }
+    }
+
+    /// The write of `key`'s current value, guarded by its committed version.
     fn write_of(&self, key: &str) -> Result<EntityWrite, Failure> {
         let entity = self
             .entities
@@ -67,10 +81,12 @@ impl<D: Domain> Partition<D> {
             .ok_or_else(|| Failure::Panicked(format!("entity {key} vanished")))?;
         let state_json = serde_json::to_string(&entity.state)
             .map_err(|e| Failure::Panicked(format!("state of {key} does not serialize: {e}")))?;
+        let expected = self.committed(key).map_or(0, |e| e.version);
         Ok(EntityWrite {
             key: key.to_owned(),
             state_json,
             version: i64::try_from(entity.version).unwrap_or(i64::MAX),
+            expected_version: i64::try_from(expected).unwrap_or(i64::MAX),
         })
     }
 }
@@ -142,7 +158,9 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             writes: Vec::new(),
         };
         let mut blocked: HashSet<String> = HashSet::new();
-        let mut changed: Vec<String> = Vec::new();
+        // Per changed key (in key order, so writers lock rows in one order): where its applied
+        // outcomes are, and whether each was a final attempt.
+        let mut changed: BTreeMap<String, Vec<(usize, bool)>> = BTreeMap::new();
         for item in msg.items {
             if blocked.contains(&item.key) {
                 reply.outcomes.push((item.index, ItemOutcome::HeldBack));
@@ -155,7 +173,10 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             self.handle_seconds.record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(applied) => {
-                    changed.push(item.key.clone());
+                    changed
+                        .entry(item.key.clone())
+                        .or_default()
+                        .push((reply.outcomes.len(), item.final_attempt));
                     self.install(&item.key, applied.entity);
                     reply
                         .outcomes
@@ -175,12 +196,21 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
                 }
             }
         }
-        changed.sort_unstable();
-        changed.dedup();
-        for key in changed {
+        for (key, applied) in changed {
             match self.write_of(&key) {
                 Ok(write) => reply.writes.push(write),
-                Err(e) => tracing::error!(key, error = %e, "cannot persist entity"),
+                Err(failure) => {
+                    // A state that cannot be persisted must not count as applied: the key's
+                    // inputs fail like a handler failure (retried, then dead-lettered).
+                    tracing::error!(key, error = %failure, "cannot persist entity");
+                    self.revert(&key);
+                    for (position, final_attempt) in applied {
+                        reply.outcomes[position].1 = ItemOutcome::Failed {
+                            failure: failure.clone(),
+                            dead: final_attempt,
+                        };
+                    }
+                }
             }
         }
         actix::MessageResult(reply)
@@ -211,7 +241,9 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
         let result = apply_command(self.domain.as_ref(), &msg.key, current, msg.command).and_then(
             |(applied, reply)| {
                 self.install(&msg.key, applied.entity);
-                let write = self.write_of(&msg.key)?;
+                let write = self
+                    .write_of(&msg.key)
+                    .inspect_err(|_| self.revert(&msg.key))?;
                 Ok((reply, applied.effects, write))
             },
         );
@@ -262,6 +294,31 @@ impl<D: Domain> Handler<Load<D::State>> for Partition<D> {
     fn handle(&mut self, msg: Load<D::State>, _: &mut Self::Context) {
         self.undo.clear();
         self.entities = msg.entities.into_iter().collect();
+    }
+}
+
+/// Replaces the given keys' entities with their values in Postgres (`None`: no row), after a
+/// unit whose commit may have landed although it reported failure. Sent between units.
+pub struct Refresh<S> {
+    /// Keys with their stored values.
+    pub entities: Vec<(String, Option<Entity<S>>)>,
+}
+
+impl<S: Send + 'static> Message for Refresh<S> {
+    type Result = ();
+}
+
+impl<D: Domain> Handler<Refresh<D::State>> for Partition<D> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Refresh<D::State>, _: &mut Self::Context) {
+        self.undo.clear();
+        for (key, entity) in msg.entities {
+            match entity {
+                Some(entity) => self.entities.insert(key, entity),
+                None => self.entities.remove(&key),
+            };
+        }
     }
 }
 

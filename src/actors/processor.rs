@@ -6,7 +6,7 @@
 //! "committed plus the unit in flight", and a failed commit is undone exactly.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
@@ -14,8 +14,9 @@ use futures_util::future::join_all;
 
 use super::context::{DomainContext, StreamBinding};
 use super::partition::{
-    ApplyCommand, ApplyEvents, EventItem, ItemOutcome, Partition, Settle, partition_of,
+    ApplyCommand, ApplyEvents, EventItem, ItemOutcome, Partition, Refresh, Settle, partition_of,
 };
+use super::runtime::restore_entity;
 use crate::domain::envelope::{child_traceparent, trace_id};
 use crate::domain::{
     Domain, DomainError, Effects, Envelope, Failure, MalformedEntry, decode_event,
@@ -23,7 +24,7 @@ use crate::domain::{
 use crate::settings::CrashPoint;
 use crate::store::batch::{BatchCommit, commit};
 use crate::store::outbox::NewOutboxEvent;
-use crate::store::{StoreError, applied};
+use crate::store::{StoreError, applied, entities};
 use crate::streams::StreamError;
 use crate::streams::dead_letter::{Reason, move_to_dead_letters};
 use crate::streams::entry::{EntryId, StreamEntry};
@@ -41,6 +42,17 @@ pub enum ProcessError {
     /// A partition did not answer.
     #[error("partition unavailable: {0}")]
     Partition(String),
+}
+
+impl ProcessError {
+    /// Whether Redis or Postgres being unreachable caused it.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ProcessError::Store(e) => e.is_outage(),
+            ProcessError::Streams(e) => e.is_outage(),
+            ProcessError::Partition(_) => false,
+        }
+    }
 }
 
 /// What became of a batch.
@@ -65,6 +77,10 @@ struct Inner<D: Domain> {
     ctx: Arc<DomainContext<D>>,
     partitions: Vec<Addr<Partition<D>>>,
     persist_seconds: metrics::Histogram,
+    /// Keys written by a unit whose commit reported failure. The commit may have landed all the
+    /// same (the connection broke while COMMIT was answered), so memory cannot know their
+    /// values: they are reloaded from Postgres before the next unit.
+    uncertain: Mutex<HashSet<String>>,
 }
 
 impl<D: Domain> Processor<D> {
@@ -76,6 +92,7 @@ impl<D: Domain> Processor<D> {
                 ctx,
                 partitions,
                 persist_seconds,
+                uncertain: Mutex::default(),
             }),
         }
     }
@@ -186,6 +203,7 @@ impl<D: Domain> Inner<D> {
             return Ok(report);
         }
         ctx.faults.reached(CrashPoint::AfterRead);
+        self.reload_uncertain().await?;
         let labels = [
             ("domain", ctx.name().to_owned()),
             ("stream", binding.name.clone()),
@@ -329,13 +347,7 @@ impl<D: Domain> Inner<D> {
                 output_stream: &output_stream,
                 events,
             };
-            let started = Instant::now();
-            let committed = match ctx.db.get().await {
-                Ok(mut conn) => commit(&mut conn, &unit).await,
-                Err(e) => Err(StoreError::from(e)),
-            };
-            self.persist_seconds.record(started.elapsed().as_secs_f64());
-            self.settle(&involved, committed.is_ok()).await;
+            let committed = self.commit(&unit, &involved).await;
             committed?;
             ctx.faults.reached(CrashPoint::AfterCommitBeforeAck);
             if !unit.events.is_empty() {
@@ -393,6 +405,74 @@ impl<D: Domain> Inner<D> {
         Ok(report)
     }
 
+    /// Commits `unit` within `database.commit_timeout_ms` and settles the partitions that
+    /// applied it. On failure their changes are undone and the written keys become uncertain.
+    async fn commit(&self, unit: &BatchCommit<'_>, partitions: &[usize]) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let limit = self.ctx.commit_timeout;
+        let committed = match tokio::time::timeout(limit, async {
+            let mut conn = self.ctx.db.get().await?;
+            commit(&mut conn, unit).await
+        })
+        .await
+        {
+            Ok(committed) => committed,
+            // Dropping the connection mid-transaction discards it: the pool treats a
+            // connection with an open transaction as broken.
+            Err(_) => Err(StoreError::Timeout(limit)),
+        };
+        self.persist_seconds.record(started.elapsed().as_secs_f64());
+        self.settle(partitions, committed.is_ok()).await;
+        if let Err(e) = &committed {
+            tracing::warn!(error = %e, entities = unit.entities.len(), "commit failed; its entities will be reloaded");
+            if let Ok(mut uncertain) = self.uncertain.lock() {
+                uncertain.extend(unit.entities.iter().map(|w| w.key.clone()));
+            }
+        }
+        committed
+    }
+
+    /// Reloads the uncertain keys from Postgres into their partitions.
+    async fn reload_uncertain(&self) -> Result<(), ProcessError> {
+        let keys: Vec<String> = match self.uncertain.lock() {
+            Ok(uncertain) if !uncertain.is_empty() => uncertain.iter().cloned().collect(),
+            _ => return Ok(()),
+        };
+        let name = self.ctx.name();
+        let rows = {
+            let mut conn = self.ctx.db.get().await.map_err(StoreError::from)?;
+            entities::load_keys(&mut conn, name, &keys).await?
+        };
+        let mut stored = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let (key, entity) = restore_entity::<D>(name, row)?;
+            stored.insert(key, entity);
+        }
+        let mut per_partition: Vec<Vec<_>> =
+            (0..self.partitions.len()).map(|_| Vec::new()).collect();
+        for key in &keys {
+            let entity = stored.remove(key);
+            per_partition[self.partition(key)].push((key.clone(), entity));
+        }
+        for (p, entities) in per_partition.into_iter().enumerate() {
+            if !entities.is_empty() {
+                self.partitions[p]
+                    .send(Refresh { entities })
+                    .await
+                    .map_err(|e| ProcessError::Partition(e.to_string()))?;
+            }
+        }
+        if let Ok(mut uncertain) = self.uncertain.lock() {
+            uncertain.clear();
+        }
+        tracing::info!(
+            domain = name,
+            entities = keys.len(),
+            "reloaded entities after a failed commit"
+        );
+        Ok(())
+    }
+
     async fn settle(&self, partitions: &[usize], committed: bool) {
         let settles = partitions
             .iter()
@@ -413,6 +493,9 @@ impl<D: Domain> Inner<D> {
     async fn execute(&self, msg: ExecuteCommand<D>) -> Result<Committed<D::Reply>, CommandError> {
         let ctx = &self.ctx;
         let p = self.partition(&msg.key);
+        if let Err(e) = self.reload_uncertain().await {
+            return Err(CommandError::Unavailable(e.to_string()));
+        }
         let asked = tokio::time::timeout(
             ctx.runtime.ask_timeout(),
             self.partitions[p].send(ApplyCommand::<D> {
@@ -421,15 +504,24 @@ impl<D: Domain> Inner<D> {
             }),
         )
         .await;
-        let (reply, effects, write) = match asked {
-            Ok(Ok(Ok(applied))) => applied,
-            Ok(Ok(Err(Failure::Handler(e)))) => return Err(CommandError::Domain(e)),
+        let failed = match asked {
+            Ok(Ok(Ok(applied))) => Ok(applied),
+            Ok(Ok(Err(Failure::Handler(e)))) => Err(CommandError::Domain(e)),
             Ok(Ok(Err(Failure::Panicked(message)))) => {
                 tracing::error!(error = %message, "command handler panicked");
-                return Err(CommandError::Failed(message));
+                Err(CommandError::Failed(message))
             }
-            Ok(Err(e)) => return Err(CommandError::Unavailable(e.to_string())),
-            Err(_) => return Err(CommandError::Unavailable("partition timed out".into())),
+            Ok(Err(e)) => Err(CommandError::Unavailable(e.to_string())),
+            Err(_) => Err(CommandError::Unavailable("partition timed out".into())),
+        };
+        let (reply, effects, write) = match failed {
+            Ok(applied) => applied,
+            Err(e) => {
+                // A command that timed out may still be applied by the partition later; the
+                // settle queued behind it undoes it, so a refused command never takes effect.
+                self.settle(&[p], false).await;
+                return Err(e);
+            }
         };
         let version = u64::try_from(write.version).unwrap_or(0);
         let traceparent = child_traceparent(None);
@@ -442,14 +534,7 @@ impl<D: Domain> Inner<D> {
             output_stream: &output_stream,
             events: outbox_events(effects.emitted.iter(), &traceparent).collect(),
         };
-        let started = Instant::now();
-        let committed = match ctx.db.get().await {
-            Ok(mut conn) => commit(&mut conn, &unit).await,
-            Err(e) => Err(StoreError::from(e)),
-        };
-        self.persist_seconds.record(started.elapsed().as_secs_f64());
-        self.settle(&[p], committed.is_ok()).await;
-        if let Err(e) = committed {
+        if let Err(e) = self.commit(&unit, &[p]).await {
             tracing::error!(error = %e, "command not committed");
             return Err(CommandError::Unavailable(e.to_string()));
         }

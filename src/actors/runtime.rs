@@ -48,6 +48,17 @@ impl<D: Domain> RunningDomain<D> {
     }
 }
 
+/// Decodes a stored entity of domain `D`.
+pub(crate) fn restore_entity<D: Domain>(
+    domain: &str,
+    row: entities::StoredEntity,
+) -> Result<(String, Entity<D::State>), StoreError> {
+    let state: D::State = serde_json::from_value(row.state)
+        .map_err(|e| StoreError::Corrupt(format!("{domain} entity {:?}: {e}", row.key)))?;
+    let version = u64::try_from(row.version).unwrap_or(0);
+    Ok((row.key, Entity { state, version }))
+}
+
 /// Starts `domain`: loads its entities, then its actors.
 pub async fn start_domain<D: Domain>(
     domain: D,
@@ -71,12 +82,8 @@ pub async fn start_domain<D: Domain>(
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             for row in page {
-                let state: D::State = serde_json::from_value(row.state).map_err(|e| {
-                    StoreError::Corrupt(format!("{} entity {:?}: {e}", domain.name(), row.key))
-                })?;
-                let version = u64::try_from(row.version).unwrap_or(0);
-                loaded[partition_of(&row.key, partition_count)]
-                    .push((row.key, Entity { state, version }));
+                let (key, entity) = restore_entity::<D>(domain.name(), row)?;
+                loaded[partition_of(&key, partition_count)].push((key, entity));
                 total += 1;
             }
         }
@@ -108,6 +115,7 @@ pub async fn start_domain<D: Domain>(
         instance_id: settings.instance.id.clone(),
         redis: redis.clone(),
         db,
+        commit_timeout: settings.database.commit_timeout(),
         keys: redis.keys(),
         faults: Faults::new(&settings.faults),
         relay_wakeup: Arc::new(Notify::new()),

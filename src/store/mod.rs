@@ -34,9 +34,39 @@ pub enum StoreError {
     /// The operation did not finish in time.
     #[error("database did not answer within {0:?}")]
     Timeout(Duration),
+    /// Some entity writes were computed from versions Postgres no longer holds.
+    #[error("{stale} of {of} entities changed in postgres since they were loaded")]
+    StaleEntities {
+        /// How many writes did not land.
+        stale: usize,
+        /// How many were attempted.
+        of: usize,
+    },
     /// A stored value could not be decoded.
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether Postgres is unreachable or not answering (as opposed to refusing a statement):
+    /// something to wait out, not a fault of the actor.
+    pub fn is_outage(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        matches!(
+            self,
+            StoreError::Pool(_)
+                | StoreError::Connect(_)
+                | StoreError::Timeout(_)
+                | StoreError::Query(
+                    Error::BrokenTransactionManager
+                        | Error::DatabaseError(
+                            DatabaseErrorKind::ClosedConnection
+                                | DatabaseErrorKind::UnableToSendCommand,
+                            _,
+                        ),
+                )
+        )
+    }
 }
 
 impl From<deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>> for StoreError {
@@ -56,4 +86,19 @@ pub async fn ping(pool: &DbPool, timeout: Duration) -> Result<(), StoreError> {
     tokio::time::timeout(timeout, check)
         .await
         .map_err(|_| StoreError::Timeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_postgres_is_an_outage_a_refused_statement_is_not() {
+        assert!(StoreError::Pool("connection refused".into()).is_outage());
+        assert!(StoreError::Timeout(Duration::from_secs(1)).is_outage());
+        assert!(StoreError::Query(diesel::result::Error::BrokenTransactionManager).is_outage());
+        assert!(!StoreError::Query(diesel::result::Error::NotFound).is_outage());
+        assert!(!StoreError::StaleEntities { stale: 1, of: 2 }.is_outage());
+        assert!(!StoreError::Corrupt("bad json".into()).is_outage());
+    }
 }

@@ -13,5 +13,6 @@ mod http_telemetry;
 mod inventory;
 mod migrations;
 mod outages;
+mod stale_state;
 mod supervision;
 mod trimming;
