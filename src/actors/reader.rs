@@ -44,6 +44,17 @@ pub enum ReaderError {
     HandlerFailures(usize),
 }
 
+impl ReaderError {
+    /// Whether Redis or Postgres being unreachable caused it.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ReaderError::Streams(e) => e.is_outage(),
+            ReaderError::Process(e) => e.is_outage(),
+            ReaderError::Processor(_) | ReaderError::HandlerFailures(_) => false,
+        }
+    }
+}
+
 /// The reader actor of one stream of domain `D`.
 pub struct Reader<D: Domain> {
     ctx: Arc<DomainContext<D>>,
@@ -90,6 +101,7 @@ impl<D: Domain> Actor for Reader<D> {
                     act.supervisor.do_send(ChildExited {
                         child,
                         progressed,
+                        outage: result.as_ref().is_err_and(ReaderError::is_outage),
                         error: result.err().map(|e| e.to_string()),
                     });
                     ctx.stop();
@@ -143,8 +155,11 @@ impl<D: Domain> ReadLoop<D> {
         )
         .await?;
 
-        let mut left_pending = self.recover_own_pending(&mut conn).await?;
-        left_pending += self.claim_abandoned().await?;
+        let left_pending = self.recover_own_pending(&mut conn).await?;
+        if left_pending > 0 {
+            return Err(ReaderError::HandlerFailures(left_pending));
+        }
+        let left_pending = self.claim_abandoned().await?;
         if left_pending > 0 {
             return Err(ReaderError::HandlerFailures(left_pending));
         }
@@ -183,7 +198,9 @@ impl<D: Domain> ReadLoop<D> {
         Ok(())
     }
 
-    /// Re-reads this consumer's own pending entries, oldest first, until none is left unseen.
+    /// Re-reads this consumer's own pending entries, oldest first, until none is left unseen or
+    /// one stays pending: a later chunk may hold a later entry of the same key, which must not
+    /// be applied before it. Returns how many stayed pending.
     async fn recover_own_pending(
         &mut self,
         conn: &mut redis::aio::MultiplexedConnection,
@@ -205,7 +222,10 @@ impl<D: Domain> ReadLoop<D> {
             let Some(last) = entries.last() else { break };
             cursor = last.id;
             recovered += entries.len();
-            left_pending += self.process(entries, true).await?.left_pending;
+            left_pending = self.process(entries, true).await?.left_pending;
+            if left_pending > 0 {
+                break;
+            }
         }
         if recovered > 0 {
             tracing::info!(recovered, left_pending, "re-read own pending entries");
@@ -213,11 +233,12 @@ impl<D: Domain> ReadLoop<D> {
         Ok(left_pending)
     }
 
-    /// Claims and processes entries left idle past `claim_min_idle_ms` by any consumer.
+    /// Claims and processes entries left idle past `claim_min_idle_ms` by any consumer, chunk
+    /// by chunk, stopping (like [`Self::recover_own_pending`]) at the first chunk where some
+    /// stay pending. Returns how many did.
     async fn claim_abandoned(&mut self) -> Result<usize, ReaderError> {
         let mut redis = self.ctx.redis.manager();
         let mut cursor = EntryId::ZERO;
-        let mut left_pending = 0;
         loop {
             let (next, entries) = self
                 .binding
@@ -231,10 +252,13 @@ impl<D: Domain> ReadLoop<D> {
                 .await?;
             if !entries.is_empty() {
                 tracing::info!(claimed = entries.len(), "claimed abandoned entries");
-                left_pending += self.process(entries, true).await?.left_pending;
+                let left_pending = self.process(entries, true).await?.left_pending;
+                if left_pending > 0 {
+                    return Ok(left_pending);
+                }
             }
             if next == EntryId::ZERO {
-                return Ok(left_pending);
+                return Ok(0);
             }
             cursor = next;
         }

@@ -31,6 +31,16 @@ pub enum RelayError {
     Streams(#[from] StreamError),
 }
 
+impl RelayError {
+    /// Whether Redis or Postgres being unreachable caused it.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            RelayError::Store(e) => e.is_outage(),
+            RelayError::Streams(e) => e.is_outage(),
+        }
+    }
+}
+
 /// The relay actor of domain `D`.
 pub struct Relay<D: Domain> {
     ctx: Arc<DomainContext<D>>,
@@ -61,6 +71,7 @@ impl<D: Domain> Actor for Relay<D> {
                     act.supervisor.do_send(ChildExited {
                         child: Child::Relay,
                         progressed,
+                        outage: result.as_ref().is_err_and(RelayError::is_outage),
                         error: result.err().map(|e| e.to_string()),
                     });
                     ctx.stop();

@@ -53,6 +53,10 @@ pub struct ChildExited {
     pub child: Child,
     /// Whether it did useful work since it started (resets its backoff).
     pub progressed: bool,
+    /// Whether Redis or Postgres being unreachable stopped it: restarted with backoff for as
+    /// long as the outage lasts, without counting toward the restart intensity (readiness
+    /// already names the unreachable server, and the domain must resume once it is back).
+    pub outage: bool,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -230,7 +234,7 @@ impl<D: Domain> Handler<ChildExited> for DomainSupervisor<D> {
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        if !self.restarts.allow(Instant::now()) {
+        if !msg.outage && !self.restarts.allow(Instant::now()) {
             let reason = format!(
                 "more than {} restarts within {} s; last: {} failed: {error}",
                 self.ctx.runtime.max_restarts,
@@ -246,7 +250,7 @@ impl<D: Domain> Handler<ChildExited> for DomainSupervisor<D> {
         }
         metrics::counter!(ACTOR_RESTARTS_TOTAL, "domain" => domain, "actor" => msg.child.label())
             .increment(1);
-        tracing::warn!(domain, actor = msg.child.label(), child = ?msg.child, error = %error, delay_ms = delay.as_millis() as u64, "restarting failed actor");
+        tracing::warn!(domain, actor = msg.child.label(), child = ?msg.child, error = %error, outage = msg.outage, delay_ms = delay.as_millis() as u64, "restarting failed actor");
         let child = msg.child;
         ctx.run_later(delay, move |act, ctx| {
             if !act.stopping {
@@ -302,15 +306,16 @@ async fn measure_once<D: Domain>(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let mut conn = ctx
-        .db
-        .get()
-        .await
-        .map_err(|e| StoreError::from(e).to_string())?;
+    // Redis first: lag and pending matter most while Postgres is down.
+    let mut prune_below = Vec::with_capacity(bindings.len());
     for b in bindings {
-        let stats = group_stats(&mut redis, &b.consumer.stream_key)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stats = match group_stats(&mut redis, &b.consumer.stream_key).await {
+            Ok(stats) => stats,
+            Err(e) => {
+                tracing::debug!(domain = ctx.name(), stream = %b.name, error = %e, "could not read group stats");
+                continue;
+            }
+        };
         let Some(g) = stats.get(&b.consumer.group) else {
             continue;
         };
@@ -318,7 +323,8 @@ async fn measure_once<D: Domain>(
             ("domain", ctx.name().to_owned()),
             ("stream", b.name.clone()),
         ];
-        metrics::gauge!(CONSUMER_LAG, &labels).set(g.lag.unwrap_or(0) as f64);
+        // Redis cannot always tell the lag (entries deleted mid-stream): NaN, not a false 0.
+        metrics::gauge!(CONSUMER_LAG, &labels).set(g.lag.map_or(f64::NAN, |l| l as f64));
         metrics::gauge!(CONSUMER_PENDING, &labels).set(g.pending as f64);
         let oldest = g
             .oldest_pending
@@ -326,7 +332,14 @@ async fn measure_once<D: Domain>(
             .unwrap_or(0.0);
         metrics::gauge!(CONSUMER_OLDEST_PENDING_SECONDS, &labels).set(oldest);
         // Records of entries older than anything still pending can never match a redelivery.
-        let oldest_unacked = g.oldest_pending.unwrap_or(g.last_delivered.next());
+        prune_below.push((b, g.oldest_pending.unwrap_or(g.last_delivered.next())));
+    }
+    let mut conn = ctx
+        .db
+        .get()
+        .await
+        .map_err(|e| StoreError::from(e).to_string())?;
+    for (b, oldest_unacked) in prune_below {
         applied::prune(&mut conn, ctx.name(), &b.name, oldest_unacked)
             .await
             .map_err(|e| e.to_string())?;

@@ -189,3 +189,44 @@ async fn too_many_restarts_fail_the_domain_visibly_in_readiness() {
         .unwrap();
     assert_eq!(res.status(), 503, "a failed domain refuses commands");
 }
+
+#[actix_web::test]
+async fn recovery_keeps_a_keys_order_behind_a_failing_entry() {
+    // One entry per batch, so recovery re-reads the pending entries in several chunks.
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| {
+            s.runtime.read_count = 1;
+            s.runtime.max_deliveries = 3;
+        }),
+        ..Default::default()
+    })
+    .await;
+    // o2 overflows while on_hand is 5; it would apply after o3 (on_hand -5). In order, o2
+    // fails on every delivery, is dead-lettered, and only then o3 applies.
+    let adjustment = |id: &str, delta| Adjustment {
+        id: id.into(),
+        sku: "ORD",
+        delta,
+    };
+    app.write_adjustments(&[
+        adjustment("o1", 5),
+        adjustment("o2", i64::MAX),
+        adjustment("o3", -10),
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "o2 dead-lettered and nothing pending",
+        || async {
+            app.xlen("inventory.adjustments.dlq").await == 1
+                && app.pending("inventory.adjustments", "inventory").await == 0
+        },
+    )
+    .await;
+    let body: Value = app.get("/api/v1/inventory/ORD").await.json().await.unwrap();
+    assert_eq!(
+        (body["on_hand"].as_i64(), body["version"].as_i64()),
+        (Some(-5), Some(2)),
+        "o3 applied after o2 gave up, never before it: {body}"
+    );
+}
