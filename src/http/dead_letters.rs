@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::streams::dead_letter;
+use crate::streams::dead_letter::{self, Replayed};
 use crate::streams::entry::EntryId;
 
 const MAX_LIMIT: usize = 1000;
@@ -90,6 +90,7 @@ pub async fn list(
     responses(
         (status = 200, description = "Back on its stream as `replayed_as`"),
         (status = 404, description = "No such dead letter", body = ErrorBody),
+        (status = 409, description = "The dead letter keeps no original fields to replay", body = ErrorBody),
     )
 )]
 #[post("/admin/dead-letters/{stream}/{id}/replay")]
@@ -109,13 +110,20 @@ pub async fn replay(
     )
     .await?
     {
-        Some(new_id) => {
+        Replayed::As(new_id) => {
             tracing::info!(stream, dead_letter.id = id, new_id, "dead letter replayed");
             Ok(HttpResponse::Ok().json(json!({ "replayed_as": new_id })))
         }
-        None => Err(ApiError::NotFound {
+        Replayed::NotFound => Err(ApiError::NotFound {
             what: "dead letter",
             id,
+        }),
+        Replayed::NothingToReplay => Err(ApiError::Conflict {
+            code: "nothing_to_replay",
+            message: format!(
+                "dead letter {id} keeps no original fields (the entry was deleted from its \
+                 stream before it was read); discard it instead"
+            ),
         }),
     }
 }

@@ -108,19 +108,30 @@ pub async fn list<C: ConnectionLike>(
         .collect())
 }
 
+/// What [`replay`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    /// Back on its stream under this new id, and gone from the dead-letter stream.
+    As(String),
+    /// No such dead letter (already replayed or discarded).
+    NotFound,
+    /// The dead letter keeps no original fields (the entry was deleted from its stream before
+    /// it was read), so there is nothing to put back; discard it instead.
+    NothingToReplay,
+}
+
 /// Puts a dead letter back on its stream (without the `dlq_*` fields) and removes it from the
-/// dead-letter stream, atomically. Returns the new entry id, or `None` if there is no such
-/// dead letter (already replayed or discarded).
+/// dead-letter stream, atomically.
 pub async fn replay<C: ConnectionLike>(
     conn: &mut C,
     dlq_key: &str,
     stream_key: &str,
     id: EntryId,
-) -> Result<Option<String>, StreamError> {
+) -> Result<Replayed, StreamError> {
     let script = Script::new(
         r"
         local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-        if #found == 0 then return false end
+        if #found == 0 then return 0 end
         local fields, out = found[1][2], {}
         for i = 1, #fields, 2 do
           if string.sub(fields[i], 1, 4) ~= 'dlq_' then
@@ -128,17 +139,27 @@ pub async fn replay<C: ConnectionLike>(
             out[#out + 1] = fields[i + 1]
           end
         end
+        if #out == 0 then return 1 end
         local new_id = redis.call('XADD', KEYS[2], '*', unpack(out))
         redis.call('XDEL', KEYS[1], ARGV[1])
         return new_id
         ",
     );
-    Ok(script
+    let reply: Value = script
         .key(dlq_key)
         .key(stream_key)
         .arg(id.to_string())
         .invoke_async(conn)
-        .await?)
+        .await?;
+    match reply {
+        Value::Int(0) => Ok(Replayed::NotFound),
+        Value::Int(_) => Ok(Replayed::NothingToReplay),
+        Value::BulkString(id) => Ok(Replayed::As(String::from_utf8_lossy(&id).into_owned())),
+        Value::SimpleString(id) => Ok(Replayed::As(id)),
+        other => Err(StreamError::Protocol(format!(
+            "unexpected reply from the replay script: {other:?}"
+        ))),
+    }
 }
 
 /// Deletes a dead letter; returns whether it existed.

@@ -97,8 +97,9 @@ impl Consumer {
 
     /// `XAUTOCLAIM` entries idle for at least `min_idle` from any consumer of the group,
     /// starting at `start`. Returns the cursor for the next call (`0-0` when the scan is
-    /// complete), the claimed entries, and ids that were deleted while pending (Redis removes
-    /// those from the pending list itself).
+    /// complete) and the claimed entries in id order, including those deleted from the stream
+    /// while pending (`fields: None`; Redis drops them from the pending list itself), so that
+    /// they are dead-lettered like deleted entries found among the consumer's own.
     pub async fn autoclaim<C: ConnectionLike>(
         &self,
         conn: &mut C,
@@ -122,12 +123,28 @@ impl Consumer {
         if parts.len() < 2 {
             return Err(StreamError::Protocol("short XAUTOCLAIM reply".into()));
         }
-        parts.truncate(2);
-        let entries =
+        parts.truncate(3);
+        let deleted = match parts.len() {
+            3 => match parts.pop() {
+                Some(Value::Array(ids)) => ids,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let mut entries =
             parse_entries(parts.pop().unwrap_or(Value::Nil)).map_err(StreamError::Protocol)?;
         let next = text(parts.pop().unwrap_or(Value::Nil))
             .and_then(|s| s.parse())
             .map_err(StreamError::Protocol)?;
+        if !deleted.is_empty() {
+            for id in deleted {
+                let id = text(id)
+                    .and_then(|s| s.parse())
+                    .map_err(StreamError::Protocol)?;
+                entries.push(StreamEntry { id, fields: None });
+            }
+            entries.sort_by_key(|e| e.id);
+        }
         Ok((next, entries))
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Adjustment, TestApp, eventually, spawn_app};
+use crate::helpers::{Adjustment, AppOptions, TestApp, eventually, spawn_app, spawn_app_with};
 
 const STREAM: &str = "inventory.adjustments";
 const DLQ: &str = "inventory.adjustments.dlq";
@@ -189,6 +189,61 @@ async fn operators_can_replay_and_discard_dead_letters() {
     assert_eq!(
         app.get("/admin/dead-letters/no.such.stream").await.status(),
         404
+    );
+}
+
+#[actix_web::test]
+async fn an_entry_deleted_while_pending_on_a_dead_consumer_is_dead_lettered_when_claimed() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| s.runtime.claim_min_idle_ms = 300),
+        ..Default::default()
+    })
+    .await;
+    // A consumer that then died read the entry, and someone deleted it from the stream. In one
+    // transaction, so the app's blocked reader never sees it as new.
+    let key = app.key(STREAM);
+    let entry_id = "9000000000000-1";
+    let (_, _, deleted): (String, redis::Value, u64) = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(&key)
+        .arg(entry_id)
+        .arg("id")
+        .arg("gone")
+        .cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("inventory")
+        .arg("ghost")
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">")
+        .cmd("XDEL")
+        .arg(&key)
+        .arg(entry_id)
+        .query_async(&mut app.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+
+    eventually(Duration::from_secs(15), "a dead letter", || async {
+        app.xlen(DLQ).await == 1
+    })
+    .await;
+    let letter = &dead_letters(&app).await[0];
+    assert_eq!(letter["fields"]["dlq_reason"], "deleted", "{letter}");
+    assert_eq!(app.pending(STREAM, "inventory").await, 0);
+
+    // Nothing of it is left to put back: a clear refusal, and discarding works.
+    let id = letter["id"].as_str().unwrap();
+    let replay = format!("{}/admin/dead-letters/{STREAM}/{id}/replay", app.address);
+    let res = app.client.post(&replay).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "nothing_to_replay", "{body}");
+    let discard = format!("{}/admin/dead-letters/{STREAM}/{id}", app.address);
+    assert_eq!(
+        app.client.delete(&discard).send().await.unwrap().status(),
+        204
     );
 }
 
