@@ -38,9 +38,6 @@ pub enum MalformedEntry {
     /// `ts` is not RFC 3339.
     #[error("field `ts` is not an RFC 3339 timestamp: {0}")]
     InvalidTimestamp(String),
-    /// `traceparent` is not W3C trace context.
-    #[error("field `traceparent` is not W3C trace context")]
-    InvalidTraceparent,
     /// The type is not one the domain handles on this stream.
     #[error("unknown event type {0:?}")]
     UnknownType(String),
@@ -65,7 +62,6 @@ impl MalformedEntry {
             MalformedEntry::NotUtf8(_) => "not_utf8",
             MalformedEntry::InvalidJson(_) => "invalid_json",
             MalformedEntry::InvalidTimestamp(_) => "invalid_timestamp",
-            MalformedEntry::InvalidTraceparent => "invalid_traceparent",
             MalformedEntry::UnknownType(_) => "unknown_type",
             MalformedEntry::InvalidData { .. } => "invalid_data",
             MalformedEntry::Deleted => "deleted",
@@ -105,31 +101,42 @@ impl Envelope {
             key: required(key, "key")?,
             data: required(data, "data")?,
             ts: ts.filter(|s| !s.is_empty()),
-            traceparent: traceparent.filter(|s| !s.is_empty()),
+            // W3C trace context: a traceparent that does not parse is ignored (the work starts
+            // a new trace); it is no reason to refuse the event.
+            traceparent: traceparent.filter(|tp| is_traceparent(tp)),
         };
         if let Some(ts) = &envelope.ts {
             chrono::DateTime::parse_from_rfc3339(ts)
                 .map_err(|e| MalformedEntry::InvalidTimestamp(e.to_string()))?;
         }
-        if let Some(tp) = &envelope.traceparent
-            && !is_traceparent(tp)
-        {
-            return Err(MalformedEntry::InvalidTraceparent);
-        }
         Ok(envelope)
     }
 }
 
-/// `version-traceid-parentid-flags`, lowercase hex of 2-32-16-2 digits.
+/// `version-traceid-parentid-flags`, lowercase hex of 2-32-16-2 digits, as W3C Trace Context
+/// parses it: version `ff` and all-zero ids are invalid; a version above `00` may carry more
+/// fields after the flags, version `00` may not.
 pub fn is_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
-    let lens = [2, 32, 16, 2];
-    parts.len() == 4
-        && parts.iter().zip(lens).all(|(p, n)| {
-            p.len() == n
-                && p.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zero = |p: &str| p.bytes().all(|b| b == b'0');
+    match parts.as_slice() {
+        [version, trace, parent, flags, rest @ ..] => {
+            hex(version, 2)
+                && *version != "ff"
+                && (rest.is_empty() || *version != "00")
+                && hex(trace, 32)
+                && !zero(trace)
+                && hex(parent, 16)
+                && !zero(parent)
+                && hex(flags, 2)
+        }
+        _ => false,
+    }
 }
 
 /// The trace context for work caused by an input: the input's trace id (a new one when the
@@ -203,13 +210,31 @@ mod tests {
             ])
             .is_ok()
         );
-        let bad_tp = parse(&[
-            ("id", "e"),
-            ("type", "t"),
-            ("key", "k"),
-            ("data", "{}"),
-            ("traceparent", "x"),
-        ]);
-        assert_eq!(bad_tp, Err(MalformedEntry::InvalidTraceparent));
+    }
+
+    #[test]
+    fn an_invalid_traceparent_is_ignored_not_refused() {
+        let with_tp = |tp: &str| {
+            parse(&[
+                ("id", "e"),
+                ("type", "t"),
+                ("key", "k"),
+                ("data", "{}"),
+                ("traceparent", tp),
+            ])
+            .map(|e| e.traceparent)
+        };
+        assert_eq!(with_tp("x"), Ok(None));
+        let zero_trace = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        assert_eq!(with_tp(zero_trace), Ok(None));
+        let extra_on_v00 = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x";
+        assert_eq!(with_tp(extra_on_v00), Ok(None));
+        // A later version may add fields; its first four still continue the trace.
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes";
+        assert_eq!(with_tp(future), Ok(Some(future.to_owned())));
+        assert_eq!(
+            trace_id(&child_traceparent(Some(future))),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 }
