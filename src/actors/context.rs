@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::domain::{Domain, Notification, Subscription};
+use crate::domain::{Domain, Notification, OtherTypes, Subscription};
 use crate::faults::Faults;
 use crate::settings::RuntimeSettings;
 use crate::store::DbPool;
@@ -62,6 +62,7 @@ impl<D: Domain> DomainContext<D> {
             },
             dlq_key: self.keys.dead_letters(&subscription.stream),
             handled_types: subscription.event_types.clone(),
+            skip_other_types: subscription.other_types == OtherTypes::Skip,
         }
     }
 }
@@ -77,4 +78,6 @@ pub struct StreamBinding {
     pub dlq_key: String,
     /// Event types handled on this stream.
     pub handled_types: Vec<String>,
+    /// Whether entries of other types are acknowledged unapplied instead of dead-lettered.
+    pub skip_other_types: bool,
 }

@@ -19,7 +19,7 @@ use super::partition::{
 use super::runtime::restore_entity;
 use crate::domain::envelope::{child_traceparent, trace_id};
 use crate::domain::{
-    Domain, DomainError, Effects, Envelope, Failure, MalformedEntry, decode_event,
+    Domain, DomainError, Effects, Envelope, Failure, MalformedEntry, decode_event, route,
 };
 use crate::settings::CrashPoint;
 use crate::store::batch::{BatchCommit, commit};
@@ -66,6 +66,8 @@ pub struct BatchReport {
     pub dead_lettered: usize,
     /// Entries that failed (or were held back behind a failure) and stay pending for a retry.
     pub left_pending: usize,
+    /// Entries of types the subscription skips, acknowledged without applying.
+    pub skipped: usize,
 }
 
 /// The processor actor of domain `D`.
@@ -224,6 +226,7 @@ impl<D: Domain> Inner<D> {
 
         // Decode; what cannot be decoded is dead-lettered at once, it will never get better.
         let mut malformed: Vec<(usize, MalformedEntry)> = Vec::new();
+        let mut skipped: Vec<EntryId> = Vec::new();
         let mut candidates: Vec<Candidate<D::Event>> = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
             if entry.fields.is_none() {
@@ -243,16 +246,20 @@ impl<D: Domain> Inner<D> {
                     index,
                     id: entry.id,
                     traceparent: child_traceparent(envelope.traceparent.as_deref()),
-                    key: envelope.key,
+                    key: route(ctx.domain.as_ref(), envelope.key, &event),
                     event,
                     final_attempt: delivered(&entry.id) >= ctx.runtime.max_deliveries,
                 }),
+                Err(MalformedEntry::UnknownType(_)) if binding.skip_other_types => {
+                    skipped.push(entry.id);
+                }
                 Err(reason) => malformed.push((index, reason)),
             }
         }
 
         // Only a redelivered entry can have been applied already (crash between commit and ack).
-        let mut to_ack: Vec<EntryId> = Vec::with_capacity(entries.len());
+        report.skipped = skipped.len();
+        let mut to_ack: Vec<EntryId> = skipped;
         if msg.redelivered && !candidates.is_empty() {
             let ids: Vec<EntryId> = candidates.iter().map(|c| c.id).collect();
             let mut conn = ctx.db.get().await.map_err(StoreError::from)?;
@@ -402,6 +409,7 @@ impl<D: Domain> Inner<D> {
         count("duplicate", report.duplicates);
         count("dead_lettered", report.dead_lettered);
         count("failed", report.left_pending);
+        count("skipped", report.skipped);
         Ok(report)
     }
 

@@ -308,7 +308,11 @@ impl<D: Domain> ReadLoop<D> {
     }
 
     fn note(&mut self, report: &BatchReport) {
-        if report.applied > 0 || report.duplicates > 0 || report.dead_lettered > 0 {
+        if report.applied > 0
+            || report.duplicates > 0
+            || report.dead_lettered > 0
+            || report.skipped > 0
+        {
             self.progressed = true;
         }
     }

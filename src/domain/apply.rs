@@ -27,6 +27,16 @@ pub enum Failure {
     Panicked(String),
 }
 
+/// The entity key an event applies to ([`Domain::entity_key`]), reusing the envelope's key
+/// when the domain does not route otherwise.
+pub fn route<D: Domain>(domain: &D, envelope_key: String, event: &D::Event) -> String {
+    let routed = match domain.entity_key(&envelope_key, event) {
+        std::borrow::Cow::Borrowed(key) if key == envelope_key => None,
+        other => Some(other.into_owned()),
+    };
+    routed.unwrap_or(envelope_key)
+}
+
 /// Decodes an envelope's `type` and `data` into the domain's event type, checking the type
 /// against those the subscription handles.
 pub fn decode_event<D: Domain>(

@@ -52,11 +52,13 @@ pub mod apply;
 pub mod envelope;
 pub mod testkit;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use apply::{Applied, Failure, apply_command, apply_event, decode_event};
+pub use apply::{Applied, Failure, apply_command, apply_event, decode_event, route};
 pub use envelope::{Envelope, MalformedEntry};
 
 /// A business domain run by Troupe.
@@ -76,6 +78,14 @@ pub trait Domain: Send + Sync + 'static {
 
     /// The streams this domain consumes and the event types it handles on each.
     fn subscriptions(&self) -> Vec<Subscription>;
+
+    /// The entity an event applies to. By default the envelope's `key`; override it to route
+    /// by a field of the event instead (a payment event handled per order, say). Whatever it
+    /// returns decides the partition, so a key's events still apply in stream order.
+    fn entity_key<'a>(&self, envelope_key: &'a str, event: &'a Self::Event) -> Cow<'a, str> {
+        let _ = event;
+        Cow::Borrowed(envelope_key)
+    }
 
     /// Applies one event to one entity's state. Returning an error (or panicking) leaves the
     /// state untouched and the entry unacknowledged: it is retried and, after
@@ -103,17 +113,39 @@ pub trait Domain: Send + Sync + 'static {
 pub struct Subscription {
     /// Logical stream name (`inventory.adjustments`); the key prefix is applied by the runtime.
     pub stream: String,
-    /// Event types handled; an entry of another type is dead-lettered as `unknown_type`.
+    /// Event types handled.
     pub event_types: Vec<String>,
+    /// What becomes of an entry of another type.
+    pub other_types: OtherTypes,
+}
+
+/// What a subscription does with entries whose type it does not handle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OtherTypes {
+    /// Dead-letter them as `unknown_type`: the stream is this domain's input, and a type it
+    /// does not know is a producer's mistake.
+    #[default]
+    DeadLetter,
+    /// Acknowledge them without applying (`outcome="skipped"`): the stream is another domain's
+    /// output, carrying types this domain has no interest in.
+    Skip,
 }
 
 impl Subscription {
-    /// Subscribes to `stream` for `event_types`.
+    /// Subscribes to `stream` for `event_types`; other types are dead-lettered.
     pub fn new(stream: &str, event_types: &[&str]) -> Self {
         Self {
             stream: stream.to_owned(),
             event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
+            other_types: OtherTypes::DeadLetter,
         }
+    }
+
+    /// Skips entries of types not listed instead of dead-lettering them: for consuming
+    /// another domain's output stream (`orders.events`) for some of its types.
+    pub fn skipping_other_types(mut self) -> Self {
+        self.other_types = OtherTypes::Skip;
+        self
     }
 }
 

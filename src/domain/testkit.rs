@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    Domain, Effects, Entity, Failure, MalformedEntry, apply_command, apply_event, decode_event,
+    Domain, Effects, Entity, Failure, MalformedEntry, OtherTypes, apply_command, apply_event,
+    decode_event, route,
 };
 
 /// An event as a test writes it: what a producer would put in the envelope.
@@ -56,20 +57,25 @@ pub enum TestFailure {
 pub struct TestKit<D: Domain> {
     domain: D,
     handled_types: Vec<String>,
+    skips_other_types: bool,
     entities: BTreeMap<String, Entity<D::State>>,
 }
 
 impl<D: Domain> TestKit<D> {
     /// A harness with no entities.
     pub fn new(domain: D) -> Self {
-        let handled_types = domain
-            .subscriptions()
+        let subscriptions = domain.subscriptions();
+        let skips_other_types = subscriptions
+            .iter()
+            .any(|s| s.other_types == OtherTypes::Skip);
+        let handled_types = subscriptions
             .into_iter()
             .flat_map(|s| s.event_types)
             .collect();
         Self {
             domain,
             handled_types,
+            skips_other_types,
             entities: BTreeMap::new(),
         }
     }
@@ -85,13 +91,23 @@ impl<D: Domain> TestKit<D> {
         self
     }
 
-    /// Applies one event as the runtime would; on success the entity is updated and the
-    /// effects are returned, on failure nothing changes.
+    /// Applies one event as the runtime would (routed by [`Domain::entity_key`]); on success
+    /// the entity is updated and the effects are returned, on failure nothing changes. A type
+    /// no subscription handles is malformed, or, if a subscription skips other types, skipped
+    /// with no effects.
     pub fn when(&mut self, e: TestEvent) -> Result<Effects, TestFailure> {
-        let decoded = decode_event::<D>(&self.handled_types, &e.event_type, &e.data.to_string())?;
-        let current = self.entities.get(&e.key).cloned().unwrap_or_default();
-        let applied = apply_event(&self.domain, &e.key, &current, decoded)?;
-        self.entities.insert(e.key, applied.entity);
+        let decoded =
+            match decode_event::<D>(&self.handled_types, &e.event_type, &e.data.to_string()) {
+                Ok(decoded) => decoded,
+                Err(MalformedEntry::UnknownType(_)) if self.skips_other_types => {
+                    return Ok(Effects::default());
+                }
+                Err(malformed) => return Err(malformed.into()),
+            };
+        let key = route(&self.domain, e.key, &decoded);
+        let current = self.entities.get(&key).cloned().unwrap_or_default();
+        let applied = apply_event(&self.domain, &key, &current, decoded)?;
+        self.entities.insert(key, applied.entity);
         Ok(applied.effects)
     }
 
@@ -115,5 +131,85 @@ impl<D: Domain> TestKit<D> {
     /// The entity (state and version) of `key`.
     pub fn entity(&self, key: &str) -> Option<&Entity<D::State>> {
         self.entities.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{Context, DomainError, Subscription};
+
+    /// Sums payments per customer from a stream keyed by order.
+    struct Ledger;
+
+    #[derive(Clone, Default, Serialize, Deserialize)]
+    struct Paid {
+        total: i64,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Event {
+        #[serde(rename = "order.paid")]
+        Paid { customer: String, amount: i64 },
+    }
+
+    impl Domain for Ledger {
+        type State = Paid;
+        type Event = Event;
+        type Command = std::convert::Infallible;
+        type Reply = ();
+
+        fn name(&self) -> &'static str {
+            "ledger"
+        }
+
+        fn subscriptions(&self) -> Vec<Subscription> {
+            vec![Subscription::new("orders.events", &["order.paid"]).skipping_other_types()]
+        }
+
+        fn entity_key<'a>(&self, _: &'a str, event: &'a Event) -> Cow<'a, str> {
+            let Event::Paid { customer, .. } = event;
+            Cow::Borrowed(customer)
+        }
+
+        fn handle(
+            &self,
+            state: &mut Paid,
+            event: Event,
+            _: &mut Context,
+        ) -> Result<(), DomainError> {
+            let Event::Paid { amount, .. } = event;
+            state.total += amount;
+            Ok(())
+        }
+
+        fn execute(
+            &self,
+            _: &mut Paid,
+            command: Self::Command,
+            _: &mut Context,
+        ) -> Result<(), DomainError> {
+            match command {}
+        }
+    }
+
+    #[test]
+    fn events_are_routed_by_the_domain_and_other_types_skipped() {
+        let mut kit = TestKit::new(Ledger);
+        kit.given([
+            event("o1", "order.paid", json!({"customer": "c1", "amount": 5})),
+            event("o2", "order.paid", json!({"customer": "c1", "amount": 7})),
+        ]);
+        let skipped = kit.when(event("o3", "order.placed", json!({}))).unwrap();
+        assert_eq!(skipped, Effects::default());
+        assert_eq!(kit.state("c1").map(|p| p.total), Some(12));
+        assert_eq!(kit.entity("c1").map(|e| e.version), Some(2));
+        assert!(kit.state("o1").is_none() && kit.state("o3").is_none());
     }
 }

@@ -13,6 +13,7 @@ mod http_telemetry;
 mod inventory;
 mod migrations;
 mod outages;
+mod routing;
 mod stale_state;
 mod supervision;
 mod trimming;
