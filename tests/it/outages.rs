@@ -96,6 +96,13 @@ async fn postgres_unreachable_for_10_seconds_mid_stream() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // Dozens of restarts, yet pending entries were not re-read while Postgres was away: their
+    // delivery counts, which decide dead-lettering, stay where they were.
+    let most_deliveries = app.max_delivery_count(STREAM, "inventory").await;
+    assert!(
+        most_deliveries <= 2,
+        "delivery count {most_deliveries} after the outage"
+    );
     proxy.restore();
     write(&app, &adjustments(8_000, 10_000, &mut expected)).await;
 

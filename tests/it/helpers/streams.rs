@@ -94,6 +94,20 @@ impl Isolation {
             .unwrap()
     }
 
+    /// The highest delivery count among the group's pending entries (0 if none).
+    pub async fn max_delivery_count(&self, stream: &str, group: &str) -> u64 {
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(self.key(stream))
+            .arg(group)
+            .arg("-")
+            .arg("+")
+            .arg(100_000)
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap();
+        pending.iter().map(|p| p.3).max().unwrap_or(0)
+    }
+
     /// Runs a query returning one bigint.
     pub async fn sql_i64(&self, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
