@@ -97,15 +97,37 @@ async fn assert_exactly_once(
 #[actix_web::test]
 async fn sigkill_at_random_moments_while_draining_loses_and_doubles_nothing() {
     let iso = Isolation::new().await;
-    let (expected, emitted) = load(&iso, 20_000, 300).await;
+    let total = 20_000;
+    let (expected, emitted) = load(&iso, total, 300).await;
+    let applied = "SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state";
+    let migrated = "SELECT COUNT(*) AS v FROM pg_tables WHERE tablename = 'troupe_entity_state'";
+    let mut before = 0;
+    let mut after_kills = Vec::new();
     for _ in 0..4 {
+        if before == total as i64 {
+            break; // drained between kills: nothing left to interrupt
+        }
         let child = ChildService::start(&iso, &[]);
-        let pause = rand::rng().random_range(300..1500);
+        // Each kill lands while draining: after this run has committed something, at a
+        // random moment within the next half second.
+        eventually(
+            Duration::from_secs(60),
+            "the restarted service commits",
+            || async { iso.sql_i64(migrated).await > 0 && iso.sql_i64(applied).await > before },
+        )
+        .await;
+        let pause = rand::rng().random_range(0..500);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         child.kill().await;
+        before = iso.sql_i64(applied).await;
+        after_kills.push(before);
     }
+    assert!(
+        after_kills[0] < total as i64,
+        "the first kill interrupted the drain: {after_kills:?}"
+    );
     let child = ChildService::start(&iso, &[]);
-    assert_exactly_once(&iso, &expected, emitted, 20_000).await;
+    assert_exactly_once(&iso, &expected, emitted, total as i64).await;
     child.kill().await;
 }
 
