@@ -244,3 +244,106 @@ async fn bad_requests_get_clear_json_errors() {
         "nothing was applied"
     );
 }
+
+#[actix_web::test]
+async fn keyset_pages_stay_complete_and_ordered_while_events_flow() {
+    let app = spawn_app().await;
+    let existing: Vec<String> = (0..600).map(|i| format!("P-{i:04}")).collect();
+    let first: Vec<Adjustment> = existing
+        .iter()
+        .enumerate()
+        .map(|(i, sku)| Adjustment {
+            id: format!("p{i}"),
+            sku,
+            delta: 1,
+        })
+        .collect();
+    app.write_adjustments(&first).await;
+    eventually(Duration::from_secs(30), "600 SKUs applied", || async {
+        app.sql_i64("SELECT COUNT(*) AS v FROM troupe_entity_state")
+            .await
+            == 600
+    })
+    .await;
+
+    // Meanwhile: more events for existing SKUs and new SKUs between them (`P-0000a` …).
+    let writer = {
+        let later: Vec<(String, String)> = (0..20_000)
+            .map(|i| {
+                let sku = if i % 2 == 0 {
+                    existing[(i * 7) % 600].clone()
+                } else {
+                    format!("{}a{}", existing[(i * 13) % 600], i % 5)
+                };
+                (format!("q{i}"), sku)
+            })
+            .collect();
+        let isolation_key = app.key(STREAM);
+        let url = app.settings.redis.url.clone();
+        tokio::spawn(async move {
+            let mut conn = redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            for chunk in later.chunks(250) {
+                let mut pipe = redis::pipe();
+                for (id, sku) in chunk {
+                    pipe.cmd("XADD")
+                        .arg(&isolation_key)
+                        .arg("*")
+                        .arg("id")
+                        .arg(id)
+                        .arg("type")
+                        .arg("stock.adjusted")
+                        .arg("key")
+                        .arg(sku)
+                        .arg("data")
+                        .arg(r#"{"delta":1,"warehouse":"w1"}"#)
+                        .ignore();
+                }
+                let () = pipe.query_async(&mut conn).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let mut pages = 0;
+    let mut keys: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/v1/inventory?limit=37&after={a}"),
+            None => "/api/v1/inventory?limit=37".into(),
+        };
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            keys.push(item["sku"].as_str().unwrap().to_owned());
+        }
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !writer.is_finished(),
+        "all {pages} pages were read while events were still being written"
+    );
+    writer.await.unwrap();
+
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: no key twice, none out of order"
+    );
+    let listed: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let missing: Vec<&String> = existing
+        .iter()
+        .filter(|sku| !listed.contains(sku.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "every SKU that existed throughout is listed: {missing:?}"
+    );
+}
