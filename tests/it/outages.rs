@@ -9,18 +9,26 @@ use crate::helpers::{Adjustment, AppOptions, TestApp, eventually, spawn_app_with
 
 const STREAM: &str = "inventory.adjustments";
 
-fn adjustments(
-    from: usize,
-    to: usize,
-    expected: &mut HashMap<String, (i64, i64)>,
-) -> Vec<(String, String, i64)> {
+/// What the inputs so far must produce: per SKU (on_hand, version), and how many events
+/// inventory emits (one each time a SKU's available stock crosses zero).
+#[derive(Default)]
+struct Expected {
+    skus: HashMap<String, (i64, i64)>,
+    emitted: u64,
+}
+
+fn adjustments(from: usize, to: usize, expected: &mut Expected) -> Vec<(String, String, i64)> {
     (from..to)
         .map(|i| {
             let sku = format!("O{:02}", i % 40);
-            let delta = (i % 5) as i64 - 1;
-            let e = expected.entry(sku.clone()).or_default();
+            let delta = [3, -1, -1, -2, 2, -3, 1][(i / 40) % 7];
+            let e = expected.skus.entry(sku.clone()).or_default();
+            let was = e.0 > 0;
             e.0 += delta;
             e.1 += 1;
+            if was != (e.0 > 0) {
+                expected.emitted += 1;
+            }
             (format!("o{i}"), sku, delta)
         })
         .collect()
@@ -38,7 +46,7 @@ async fn write(app: &TestApp, batch: &[(String, String, i64)]) {
     app.write_adjustments(&list).await;
 }
 
-async fn assert_totals(app: &TestApp, expected: &HashMap<String, (i64, i64)>, total: i64) {
+async fn assert_totals(app: &TestApp, expected: &Expected, total: i64) {
     eventually(
         Duration::from_secs(60),
         "every entry applied once and acknowledged",
@@ -50,7 +58,17 @@ async fn assert_totals(app: &TestApp, expected: &HashMap<String, (i64, i64)>, to
         },
     )
     .await;
-    for (sku, (on_hand, version)) in expected {
+    eventually(
+        Duration::from_secs(30),
+        "every emitted event published exactly once",
+        || async { app.xlen("inventory.events").await == expected.emitted },
+    )
+    .await;
+    // And not more, a moment later (a relay re-sending after the outage would show here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.xlen("inventory.events").await, expected.emitted);
+    assert!(expected.emitted > 100, "the load emits events");
+    for (sku, (on_hand, version)) in &expected.skus {
         let body: serde_json::Value = app
             .get(&format!("/api/v1/inventory/{sku}"))
             .await
@@ -83,7 +101,7 @@ async fn postgres_unreachable_for_10_seconds_mid_stream() {
     })
     .await;
     let proxy = app.database_proxy.as_ref().unwrap();
-    let mut expected = HashMap::new();
+    let mut expected = Expected::default();
     write(&app, &adjustments(0, 5_000, &mut expected)).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
 
@@ -123,7 +141,7 @@ async fn redis_restarted_mid_stream() {
         ..Default::default()
     })
     .await;
-    let mut expected = HashMap::new();
+    let mut expected = Expected::default();
     write(&app, &adjustments(0, 5_000, &mut expected)).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
 
