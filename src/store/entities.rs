@@ -8,7 +8,7 @@ use super::StoreError;
 use super::schema::troupe_entity_state as t;
 
 /// One entity as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Queryable)]
 pub struct StoredEntity {
     /// Entity key.
     pub key: String,
@@ -49,15 +49,7 @@ pub async fn load_page(
     if let Some(after) = after {
         query = query.filter(t::key.gt(after.to_owned()));
     }
-    let rows: Vec<(String, serde_json::Value, i64)> = query.load(conn).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, state, version)| StoredEntity {
-            key,
-            state,
-            version,
-        })
-        .collect())
+    Ok(query.load(conn).await?)
 }
 
 /// Loads the given entities of `domain`; keys with no row are absent from the result.
@@ -66,20 +58,12 @@ pub async fn load_keys(
     domain: &str,
     keys: &[String],
 ) -> Result<Vec<StoredEntity>, StoreError> {
-    let rows: Vec<(String, serde_json::Value, i64)> = t::table
+    Ok(t::table
         .filter(t::domain.eq(domain))
         .filter(t::key.eq_any(keys))
         .select((t::key, t::state, t::version))
         .load(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, state, version)| StoredEntity {
-            key,
-            state,
-            version,
-        })
-        .collect())
+        .await?)
 }
 
 #[derive(QueryableByName)]

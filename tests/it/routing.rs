@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe::actors::runtime::start_domain;
-use troupe::domain::{Context, Domain, DomainError, Subscription};
+use troupe::domain::testkit::{TestKit, event};
+use troupe::domain::{Context, Domain, DomainError, Effects, Subscription};
 use troupe::streams::RedisClients;
 
 use crate::helpers::{eventually, spawn_app};
@@ -64,6 +65,28 @@ impl Domain for Ledger {
     ) -> Result<(), DomainError> {
         match command {}
     }
+}
+
+#[test]
+fn the_test_kit_routes_and_skips_like_the_runtime() {
+    let mut kit = TestKit::new(Ledger);
+    kit.given([
+        event(
+            "o1",
+            "order.paid",
+            serde_json::json!({"customer": "c1", "amount": 5}),
+        ),
+        event(
+            "o2",
+            "order.paid",
+            serde_json::json!({"customer": "c1", "amount": 7}),
+        ),
+    ]);
+    let skipped = kit.when(event("o3", "order.placed", serde_json::json!({})));
+    assert_eq!(skipped, Ok(Effects::default()));
+    assert_eq!(kit.state("c1").map(|p| p.total), Some(12));
+    assert_eq!(kit.entity("c1").map(|e| e.version), Some(2));
+    assert!(kit.state("o1").is_none() && kit.state("o3").is_none());
 }
 
 #[actix_web::test]
