@@ -354,8 +354,7 @@ impl<D: Domain> Inner<D> {
                 output_stream: &output_stream,
                 events,
             };
-            let committed = self.commit(&unit, &involved).await;
-            committed?;
+            self.commit(&unit, &involved).await?;
             ctx.faults.reached(CrashPoint::AfterCommitBeforeAck);
             if !unit.events.is_empty() {
                 ctx.relay_wakeup.notify_one();
