@@ -13,9 +13,21 @@ use std::time::Instant;
 
 use actix::{Actor, Context, Handler, Message};
 
+use crate::domain::envelope::{span_id, trace_id};
 use crate::domain::{Domain, Effects, Entity, Failure, apply_command, apply_event};
 use crate::store::entities::EntityWrite;
 use crate::telemetry::metrics::HANDLE_SECONDS;
+
+/// The span a handler runs in: the entity key and the W3C trace context of the work, so the
+/// handler's own log lines join the trace of the input that caused them.
+fn handler_span(key: &str, traceparent: &str) -> tracing::Span {
+    tracing::info_span!(
+        "handle",
+        key,
+        trace_id = trace_id(traceparent),
+        span_id = span_id(traceparent)
+    )
+}
 
 /// The partition owning `key`, among `partitions`.
 pub fn partition_of(key: &str, partitions: usize) -> usize {
@@ -111,6 +123,9 @@ pub struct EventItem<E> {
     /// Whether a failure now sends the entry to the dead-letter stream (its delivery count
     /// reached `max_deliveries`), in which case later entries of the key are not held back.
     pub final_attempt: bool,
+    /// W3C trace context of the work this event causes (its input's trace, a new span id):
+    /// the handler runs in a span carrying it, and emitted events carry it on.
+    pub traceparent: String,
 }
 
 /// What became of one event.
@@ -169,7 +184,9 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             let started = Instant::now();
             let new_entity = Entity::default();
             let current = self.entities.get(&item.key).unwrap_or(&new_entity);
-            let outcome = apply_event(self.domain.as_ref(), &item.key, current, item.event);
+            let span = handler_span(&item.key, &item.traceparent);
+            let outcome =
+                span.in_scope(|| apply_event(self.domain.as_ref(), &item.key, current, item.event));
             self.handle_seconds.record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(applied) => {
@@ -223,6 +240,8 @@ pub struct ApplyCommand<D: Domain> {
     pub key: String,
     /// The command.
     pub command: D::Command,
+    /// W3C trace context of the command's work (see [`EventItem::traceparent`]).
+    pub traceparent: String,
 }
 
 /// A command's reply with its effects and the entity write to commit.
@@ -238,15 +257,16 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
     fn handle(&mut self, msg: ApplyCommand<D>, _: &mut Self::Context) -> Self::Result {
         let new_entity = Entity::default();
         let current = self.entities.get(&msg.key).unwrap_or(&new_entity);
-        let result = apply_command(self.domain.as_ref(), &msg.key, current, msg.command).and_then(
-            |(applied, reply)| {
-                self.install(&msg.key, applied.entity);
-                let write = self
-                    .write_of(&msg.key)
-                    .inspect_err(|_| self.revert(&msg.key))?;
-                Ok((reply, applied.effects, write))
-            },
-        );
+        let span = handler_span(&msg.key, &msg.traceparent);
+        let applied =
+            span.in_scope(|| apply_command(self.domain.as_ref(), &msg.key, current, msg.command));
+        let result = applied.and_then(|(applied, reply)| {
+            self.install(&msg.key, applied.entity);
+            let write = self
+                .write_of(&msg.key)
+                .inspect_err(|_| self.revert(&msg.key))?;
+            Ok((reply, applied.effects, write))
+        });
         actix::MessageResult(result)
     }
 }
@@ -390,5 +410,95 @@ impl<D: Domain> Handler<List<D::State>> for Partition<D> {
             .take(msg.limit)
             .collect();
         actix::MessageResult(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::domain::{Context, DomainError, Subscription};
+
+    /// Logs from its handler, as a user's domain would.
+    struct Chatty;
+
+    #[derive(Clone, Default, Serialize, Deserialize)]
+    struct Seen;
+
+    #[derive(Deserialize)]
+    enum Ping {
+        Ping,
+    }
+
+    impl Domain for Chatty {
+        type State = Seen;
+        type Event = Ping;
+        type Command = std::convert::Infallible;
+        type Reply = ();
+
+        fn name(&self) -> &'static str {
+            "chatty"
+        }
+
+        fn subscriptions(&self) -> Vec<Subscription> {
+            Vec::new()
+        }
+
+        fn handle(&self, _: &mut Seen, _: Ping, _: &mut Context) -> Result<(), DomainError> {
+            tracing::info!("handled a ping");
+            Ok(())
+        }
+
+        fn execute(
+            &self,
+            _: &mut Seen,
+            command: Self::Command,
+            _: &mut Context,
+        ) -> Result<(), DomainError> {
+            match command {}
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_handlers_log_lines_carry_the_trace_of_its_input() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = handler_span("K-1", traceparent);
+            span.in_scope(|| apply_event(&Chatty, "K-1", &Entity::default(), Ping::Ping))
+                .map(|_| ())
+                .unwrap();
+        });
+        let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(output.lines().next().unwrap()).unwrap();
+        assert_eq!(line["fields"]["message"], "handled a ping", "{output}");
+        assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(line["span"]["span_id"], "00f067aa0ba902b7");
+        assert_eq!(line["span"]["key"], "K-1");
     }
 }

@@ -277,13 +277,14 @@ impl<D: Domain> Inner<D> {
             (0..self.partitions.len()).map(|_| Vec::new()).collect();
         let mut meta: HashMap<usize, (EntryId, String)> = HashMap::with_capacity(candidates.len());
         for c in candidates {
-            meta.insert(c.index, (c.id, c.traceparent));
+            meta.insert(c.index, (c.id, c.traceparent.clone()));
             let p = self.partition(&c.key);
             per_partition[p].push(EventItem {
                 index: c.index,
                 key: c.key,
                 event: c.event,
                 final_attempt: c.final_attempt,
+                traceparent: c.traceparent,
             });
         }
         let involved: Vec<usize> = (0..per_partition.len())
@@ -500,6 +501,7 @@ impl<D: Domain> Inner<D> {
     async fn execute(&self, msg: ExecuteCommand<D>) -> Result<Committed<D::Reply>, CommandError> {
         let ctx = &self.ctx;
         let p = self.partition(&msg.key);
+        let traceparent = child_traceparent(None);
         if let Err(e) = self.reload_uncertain().await {
             return Err(CommandError::Unavailable(e.to_string()));
         }
@@ -508,6 +510,7 @@ impl<D: Domain> Inner<D> {
             self.partitions[p].send(ApplyCommand::<D> {
                 key: msg.key.clone(),
                 command: msg.command,
+                traceparent: traceparent.clone(),
             }),
         )
         .await;
@@ -531,7 +534,6 @@ impl<D: Domain> Inner<D> {
             }
         };
         let version = u64::try_from(write.version).unwrap_or(0);
-        let traceparent = child_traceparent(None);
         let output_stream = ctx.output_stream();
         let unit = BatchCommit {
             domain: ctx.name(),

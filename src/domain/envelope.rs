@@ -154,6 +154,11 @@ pub fn trace_id(traceparent: &str) -> &str {
     traceparent.split('-').nth(1).unwrap_or("")
 }
 
+/// The span (parent) id of a traceparent.
+pub fn span_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(2).unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

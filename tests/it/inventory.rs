@@ -77,7 +77,8 @@ async fn exact_totals_after_50_000_events_over_1_000_skus() {
     }
     assert_eq!(seen, 1000);
 
-    // Lag and pending are exported per domain and stream once measured.
+    // Lag and pending are exported per domain and stream once measured; the handle, persist and
+    // batch-size histograms as soon as batches run.
     eventually(Duration::from_secs(10), "consumer metrics", || async {
         let text = app.get("/metrics").await.text().await.unwrap();
         [
@@ -85,6 +86,9 @@ async fn exact_totals_after_50_000_events_over_1_000_skus() {
             "troupe_consumer_pending{",
             "troupe_consumer_oldest_pending_seconds{",
             "troupe_outbox_backlog{",
+            "troupe_handle_seconds_bucket{",
+            "troupe_persist_seconds_bucket{",
+            "troupe_batch_size_bucket{",
         ]
         .iter()
         .all(|name| text.lines().any(|l| l.starts_with(name)))
