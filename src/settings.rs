@@ -176,8 +176,9 @@ pub struct DatabaseSettings {
     pub pool_max_size: usize,
     /// Time allowed to open a connection, and to wait for a free one.
     pub connect_timeout_ms: u64,
-    /// Time a unit of work's transaction may take, from checkout to COMMIT; a connection that
-    /// hangs beyond it is discarded and the unit retried. Below `runtime.ask_timeout_ms`.
+    /// Time each Postgres call of a unit of work (its commit, and the reads around it) may
+    /// take; a connection that does not answer in time is closed and the unit retried. Below
+    /// `runtime.ask_timeout_ms`.
     pub commit_timeout_ms: u64,
 }
 
@@ -340,7 +341,11 @@ impl Settings {
         }
         // An entry in hand waits for the batch in flight, then is processed: each bounded by
         // ask_timeout. Claiming sooner would take entries from a consumer still working on them.
-        let busiest = 2 * self.runtime.ask_timeout_ms + self.runtime.read_block_ms;
+        let busiest = self
+            .runtime
+            .ask_timeout_ms
+            .saturating_mul(2)
+            .saturating_add(self.runtime.read_block_ms);
         if self.runtime.claim_min_idle_ms <= busiest {
             return invalid(
                 "runtime.claim_min_idle_ms",

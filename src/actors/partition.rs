@@ -221,10 +221,18 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
                     // inputs fail like a handler failure (retried, then dead-lettered).
                     tracing::error!(key, error = %failure, "cannot persist entity");
                     self.revert(&key);
+                    // As after a handler failure: behind an entry that stays pending, the
+                    // key's later entries are held back, never dead-lettered ahead of it.
+                    let mut held = false;
                     for (position, final_attempt) in applied {
-                        reply.outcomes[position].1 = ItemOutcome::Failed {
-                            failure: failure.clone(),
-                            dead: final_attempt,
+                        reply.outcomes[position].1 = if held {
+                            ItemOutcome::HeldBack
+                        } else {
+                            held = !final_attempt;
+                            ItemOutcome::Failed {
+                                failure: failure.clone(),
+                                dead: final_attempt,
+                            }
                         };
                     }
                 }

@@ -24,6 +24,7 @@ use crate::domain::{
 use crate::settings::CrashPoint;
 use crate::store::batch::{BatchCommit, commit};
 use crate::store::outbox::NewOutboxEvent;
+use crate::store::pool::within;
 use crate::store::{StoreError, applied, entities};
 use crate::streams::StreamError;
 use crate::streams::dead_letter::{Reason, move_to_dead_letters};
@@ -241,12 +242,21 @@ impl<D: Domain> Inner<D> {
                 )?;
                 Ok((envelope, event))
             });
+            let decoded = decoded.and_then(|(envelope, event)| {
+                let key = route(
+                    ctx.domain.as_ref(),
+                    envelope.key,
+                    &envelope.event_type,
+                    &event,
+                )?;
+                Ok((key, envelope.traceparent, event))
+            });
             match decoded {
-                Ok((envelope, event)) => candidates.push(Candidate {
+                Ok((key, traceparent, event)) => candidates.push(Candidate {
                     index,
                     id: entry.id,
-                    traceparent: child_traceparent(envelope.traceparent.as_deref()),
-                    key: route(ctx.domain.as_ref(), envelope.key, &event),
+                    traceparent: child_traceparent(traceparent.as_deref()),
+                    key,
                     event,
                     final_attempt: delivered(&entry.id) >= ctx.runtime.max_deliveries,
                 }),
@@ -262,9 +272,11 @@ impl<D: Domain> Inner<D> {
         let mut to_ack: Vec<EntryId> = skipped;
         if msg.redelivered && !candidates.is_empty() {
             let ids: Vec<EntryId> = candidates.iter().map(|c| c.id).collect();
-            let mut conn = ctx.db.get().await.map_err(StoreError::from)?;
-            let done: HashSet<EntryId> =
-                applied::already_applied(&mut conn, ctx.name(), &binding.name, &ids).await?;
+            // Bounded like the commit: a Postgres that stops answering is an outage, not a stall.
+            let done: HashSet<EntryId> = within(&ctx.db, ctx.commit_timeout, async |conn| {
+                applied::already_applied(conn, ctx.name(), &binding.name, &ids).await
+            })
+            .await?;
             if !done.is_empty() {
                 candidates.retain(|c| !done.contains(&c.id));
                 report.duplicates = done.len();
@@ -418,17 +430,7 @@ impl<D: Domain> Inner<D> {
     async fn commit(&self, unit: &BatchCommit<'_>, partitions: &[usize]) -> Result<(), StoreError> {
         let started = Instant::now();
         let limit = self.ctx.commit_timeout;
-        let committed = match tokio::time::timeout(limit, async {
-            let mut conn = self.ctx.db.get().await?;
-            commit(&mut conn, unit).await
-        })
-        .await
-        {
-            Ok(committed) => committed,
-            // Dropping the connection mid-transaction discards it: the pool treats a
-            // connection with an open transaction as broken.
-            Err(_) => Err(StoreError::Timeout(limit)),
-        };
+        let committed = within(&self.ctx.db, limit, async |conn| commit(conn, unit).await).await;
         self.persist_seconds.record(started.elapsed().as_secs_f64());
         self.settle(partitions, committed.is_ok()).await;
         if let Err(e) = &committed {
@@ -447,10 +449,10 @@ impl<D: Domain> Inner<D> {
             _ => return Ok(()),
         };
         let name = self.ctx.name();
-        let rows = {
-            let mut conn = self.ctx.db.get().await.map_err(StoreError::from)?;
-            entities::load_keys(&mut conn, name, &keys).await?
-        };
+        let rows = within(&self.ctx.db, self.ctx.commit_timeout, async |conn| {
+            entities::load_keys(conn, name, &keys).await
+        })
+        .await?;
         let mut stored = HashMap::with_capacity(rows.len());
         for row in rows {
             let (key, entity) = restore_entity::<D>(name, row)?;

@@ -28,13 +28,25 @@ pub enum Failure {
 }
 
 /// The entity key an event applies to ([`Domain::entity_key`]), reusing the envelope's key
-/// when the domain does not route otherwise.
-pub fn route<D: Domain>(domain: &D, envelope_key: String, event: &D::Event) -> String {
-    let routed = match domain.entity_key(&envelope_key, event) {
-        std::borrow::Cow::Borrowed(key) if key == envelope_key => None,
-        other => Some(other.into_owned()),
-    };
-    routed.unwrap_or(envelope_key)
+/// when the domain does not route otherwise. `entity_key` is the domain's code: if it panics
+/// (an event lacking the field it routes by, say), the entry is invalid data, not a crash.
+pub fn route<D: Domain>(
+    domain: &D,
+    envelope_key: String,
+    event_type: &str,
+    event: &D::Event,
+) -> Result<String, MalformedEntry> {
+    let routed = catch_unwind(AssertUnwindSafe(|| {
+        match domain.entity_key(&envelope_key, event) {
+            std::borrow::Cow::Borrowed(key) if key == envelope_key => None,
+            other => Some(other.into_owned()),
+        }
+    }))
+    .map_err(|payload| MalformedEntry::InvalidData {
+        event_type: event_type.to_owned(),
+        reason: format!("entity_key panicked: {}", panic_message(payload.as_ref())),
+    })?;
+    Ok(routed.unwrap_or(envelope_key))
 }
 
 /// Decodes an envelope's `type` and `data` into the domain's event type, checking the type

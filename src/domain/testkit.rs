@@ -104,7 +104,7 @@ impl<D: Domain> TestKit<D> {
                 }
                 Err(malformed) => return Err(malformed.into()),
             };
-        let key = route(&self.domain, e.key, &decoded);
+        let key = route(&self.domain, e.key, &e.event_type, &decoded)?;
         let current = self.entities.get(&key).cloned().unwrap_or_default();
         let applied = apply_event(&self.domain, &key, &current, decoded)?;
         self.entities.insert(key, applied.entity);

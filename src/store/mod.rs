@@ -47,25 +47,35 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Messages of Postgres errors that mean the server is shutting down, starting or recovering.
+const SERVER_UNAVAILABLE: &[&str] = &[
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+];
+
 impl StoreError {
     /// Whether Postgres is unreachable or not answering (as opposed to refusing a statement):
     /// something to wait out, not a fault of the actor.
     pub fn is_outage(&self) -> bool {
         use diesel::result::{DatabaseErrorKind, Error};
-        matches!(
-            self,
-            StoreError::Pool(_)
-                | StoreError::Connect(_)
-                | StoreError::Timeout(_)
-                | StoreError::Query(
-                    Error::BrokenTransactionManager
-                        | Error::DatabaseError(
-                            DatabaseErrorKind::ClosedConnection
-                                | DatabaseErrorKind::UnableToSendCommand,
-                            _,
-                        ),
-                )
-        )
+        match self {
+            StoreError::Pool(_) | StoreError::Connect(_) | StoreError::Timeout(_) => true,
+            StoreError::Query(Error::BrokenTransactionManager) => true,
+            StoreError::Query(Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )) => true,
+            // The server going down or coming up (SQLSTATE 57P01, 57P03): diesel reports these
+            // as unknown database errors, so they are known by their message.
+            StoreError::Query(Error::DatabaseError(_, info)) => {
+                let message = info.message();
+                SERVER_UNAVAILABLE.iter().any(|m| message.starts_with(m))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -98,6 +108,17 @@ mod tests {
         assert!(StoreError::Timeout(Duration::from_secs(1)).is_outage());
         assert!(StoreError::Query(diesel::result::Error::BrokenTransactionManager).is_outage());
         assert!(!StoreError::Query(diesel::result::Error::NotFound).is_outage());
+        let database_error = |kind, message: &str| {
+            StoreError::Query(diesel::result::Error::DatabaseError(
+                kind,
+                Box::new(message.to_owned()),
+            ))
+        };
+        use diesel::result::DatabaseErrorKind::{UniqueViolation, Unknown};
+        let shutdown = "terminating connection due to administrator command";
+        assert!(database_error(Unknown, shutdown).is_outage());
+        assert!(database_error(Unknown, "the database system is starting up").is_outage());
+        assert!(!database_error(UniqueViolation, "duplicate key value").is_outage());
         assert!(!StoreError::StaleEntities { stale: 1, of: 2 }.is_outage());
         assert!(!StoreError::Corrupt("bad json".into()).is_outage());
     }

@@ -1,5 +1,7 @@
 //! The connection pool.
 
+use std::time::Duration;
+
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
@@ -30,4 +32,22 @@ pub fn build(settings: &DatabaseSettings) -> Result<DbPool, StoreError> {
         .recycle_timeout(timeout)
         .build()
         .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+/// Runs `work` on a pooled connection within `limit`. A connection that does not answer in
+/// time is taken out of the pool and closed, so Postgres aborts what it was doing (releasing
+/// its locks) rather than the pool handing the connection out again mid-transaction.
+pub async fn within<T>(
+    pool: &DbPool,
+    limit: Duration,
+    work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut conn = pool.get().await?;
+    match tokio::time::timeout(limit, work(&mut conn)).await {
+        Ok(result) => result,
+        Err(_) => {
+            drop(DbConn::take(conn));
+            Err(StoreError::Timeout(limit))
+        }
+    }
 }
