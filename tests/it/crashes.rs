@@ -109,22 +109,22 @@ async fn sigkill_at_random_moments_while_draining_loses_and_doubles_nothing() {
         }
         let child = ChildService::start(&iso, &[]);
         // Each kill lands while draining: after this run has committed something, at a
-        // random moment within the next half second.
+        // random moment within the next 200 ms.
         eventually(
             Duration::from_secs(60),
             "the restarted service commits",
             || async { iso.sql_i64(migrated).await > 0 && iso.sql_i64(applied).await > before },
         )
         .await;
-        let pause = rand::rng().random_range(0..500);
+        let pause = rand::rng().random_range(0..200);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         child.kill().await;
         before = iso.sql_i64(applied).await;
         after_kills.push(before);
     }
     assert!(
-        after_kills[0] < total as i64,
-        "the first kill interrupted the drain: {after_kills:?}"
+        after_kills.iter().any(|applied| *applied < total as i64),
+        "a kill interrupted the drain: {after_kills:?}"
     );
     let child = ChildService::start(&iso, &[]);
     assert_exactly_once(&iso, &expected, emitted, total as i64).await;

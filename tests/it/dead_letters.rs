@@ -199,9 +199,23 @@ async fn an_entry_deleted_while_pending_on_a_dead_consumer_is_dead_lettered_when
         ..Default::default()
     })
     .await;
+    // The app's reader creates the group as it starts.
+    let key = app.key(STREAM);
+    eventually(
+        Duration::from_secs(10),
+        "the consumer group exists",
+        || async {
+            redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&key)
+                .query_async::<Vec<redis::Value>>(&mut app.redis().await)
+                .await
+                .is_ok_and(|groups| !groups.is_empty())
+        },
+    )
+    .await;
     // A consumer that then died read the entry, and someone deleted it from the stream. In one
     // transaction, so the app's blocked reader never sees it as new.
-    let key = app.key(STREAM);
     let entry_id = "9000000000000-1";
     let (_, _, deleted): (String, redis::Value, u64) = redis::pipe()
         .atomic()

@@ -307,7 +307,7 @@ async fn keyset_pages_stay_complete_and_ordered_while_events_flow() {
                         .ignore();
                 }
                 let () = pipe.query_async(&mut conn).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
