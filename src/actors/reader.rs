@@ -23,7 +23,7 @@ use super::context::{DomainContext, StreamBinding};
 use super::processor::{BatchReport, ProcessBatch, ProcessError, Processor};
 use super::supervisor::{Child, ChildExited};
 use crate::domain::Domain;
-use crate::store::StoreError;
+use crate::store;
 use crate::streams::StreamError;
 use crate::streams::entry::{EntryId, StreamEntry};
 use crate::streams::group::{ReadFrom, ensure_group};
@@ -158,14 +158,9 @@ impl<D: Domain> ReadLoop<D> {
 
         // Re-reading pending entries raises their delivery counts, so do it only when Postgres
         // answers: restarts through an outage must not use up entries' `max_deliveries`.
-        drop(
-            self.ctx
-                .db
-                .get()
-                .await
-                .map_err(StoreError::from)
-                .map_err(ProcessError::from)?,
-        );
+        store::ping(&self.ctx.db, self.ctx.commit_timeout)
+            .await
+            .map_err(ProcessError::from)?;
         let left_pending = self.recover_own_pending(&mut conn).await?;
         if left_pending > 0 {
             return Err(ReaderError::HandlerFailures(left_pending));
