@@ -125,13 +125,11 @@ async fn events_route_by_their_data_and_unhandled_types_are_skipped() {
         Duration::from_secs(20),
         "everything acknowledged",
         || async {
-            app.pending("orders.events", "ledger").await == 0
-                && app
-                    .sql_i64(
-                        "SELECT COUNT(*) AS v FROM troupe_entity_state WHERE domain = 'ledger'",
-                    )
-                    .await
-                    == 2
+            // Entities first: once they exist, so does the group `pending` asks about.
+            app.sql_i64("SELECT COUNT(*) AS v FROM troupe_entity_state WHERE domain = 'ledger'")
+                .await
+                == 2
+                && app.pending("orders.events", "ledger").await == 0
         },
     )
     .await;

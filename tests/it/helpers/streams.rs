@@ -67,7 +67,8 @@ impl Isolation {
         }
     }
 
-    /// Entries delivered to the domain's group and not acknowledged.
+    /// Entries delivered to the domain's group and not acknowledged. The group must exist (the
+    /// domain's reader creates it as it starts): ask only once the domain has done something.
     pub async fn pending(&self, stream: &str, group: &str) -> u64 {
         let summary: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
             .arg(self.key(stream))
