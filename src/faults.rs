@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::settings::{CrashPoint, FaultSettings};
 
@@ -11,6 +12,7 @@ use crate::settings::{CrashPoint, FaultSettings};
 pub struct Faults {
     armed: Option<(CrashPoint, u64)>,
     hits: Arc<AtomicU64>,
+    command_reply_delay: Option<Duration>,
 }
 
 impl Faults {
@@ -19,6 +21,20 @@ impl Faults {
         Self {
             armed: settings.crash_at.map(|p| (p, settings.crash_after.max(1))),
             hits: Arc::default(),
+            command_reply_delay: (settings.delay_command_reply_ms > 0)
+                .then(|| Duration::from_millis(settings.delay_command_reply_ms)),
+        }
+    }
+
+    /// Called after a command committed, before its reply is sent: waits
+    /// `faults.delay_command_reply_ms`, as a reply delayed or lost after the commit would.
+    pub async fn command_committed(&self) {
+        if let Some(delay) = self.command_reply_delay {
+            tracing::warn!(
+                delay_ms = delay.as_millis() as u64,
+                "fault injection: holding a committed command's reply"
+            );
+            tokio::time::sleep(delay).await;
         }
     }
 

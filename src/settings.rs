@@ -94,6 +94,24 @@ pub struct RuntimeSettings {
     pub max_restarts: u32,
     /// Window for `max_restarts`.
     pub restart_window_seconds: u64,
+    /// Longest entity key, in bytes (HTTP path keys and stream entry keys alike).
+    pub max_key_bytes: usize,
+    /// Largest stream entry (sum of its field names and values); larger ones are dead-lettered
+    /// as `too_large`.
+    pub max_entry_bytes: usize,
+    /// Largest unit of work, in bytes of its entries: a read batch over it is processed in
+    /// several units.
+    pub max_unit_bytes: usize,
+    /// How long the ids of applied inputs are remembered for deduplication.
+    pub dedupe_window_seconds: u64,
+    /// Dead letters older than this are trimmed.
+    pub dead_letter_retention_seconds: u64,
+    /// Most entries kept per dead-letter stream (oldest trimmed first).
+    pub dead_letter_max_len: u64,
+    /// A domain with pending input that commits nothing for this long is reported stalled.
+    pub stall_timeout_seconds: u64,
+    /// Consumers of the domain's group idle this long and owning no pending entry are removed.
+    pub consumer_idle_grace_seconds: u64,
 }
 
 /// A named boundary at which the process can be made to abort.
@@ -118,6 +136,10 @@ pub struct FaultSettings {
     /// Abort on the n-th time the boundary is reached (default 1).
     #[serde(default = "one")]
     pub crash_after: u64,
+    /// Holds every command's reply this long after its commit (0: off): a reply lost or late
+    /// after the commit, for tests of `outcome_unknown` and `Idempotency-Key` retries.
+    #[serde(default)]
+    pub delay_command_reply_ms: u64,
 }
 
 fn one() -> u64 {
@@ -188,6 +210,9 @@ pub struct DatabaseSettings {
 pub struct HealthSettings {
     /// Time each dependency check may take before it counts as failed.
     pub check_timeout_ms: u64,
+    /// Whether `/health/live` answers 503 once a domain has failed for good, so that an
+    /// orchestrator restarts the process.
+    pub live_fails_with_domain: bool,
 }
 
 /// Log output format.
@@ -321,11 +346,43 @@ impl Settings {
                 self.runtime.restart_window_seconds,
             ),
             ("faults.crash_after", self.faults.crash_after),
+            ("runtime.max_key_bytes", self.runtime.max_key_bytes as u64),
+            (
+                "runtime.max_entry_bytes",
+                self.runtime.max_entry_bytes as u64,
+            ),
+            ("runtime.max_unit_bytes", self.runtime.max_unit_bytes as u64),
+            (
+                "runtime.dedupe_window_seconds",
+                self.runtime.dedupe_window_seconds,
+            ),
+            (
+                "runtime.dead_letter_retention_seconds",
+                self.runtime.dead_letter_retention_seconds,
+            ),
+            (
+                "runtime.dead_letter_max_len",
+                self.runtime.dead_letter_max_len,
+            ),
+            (
+                "runtime.stall_timeout_seconds",
+                self.runtime.stall_timeout_seconds,
+            ),
+            (
+                "runtime.consumer_idle_grace_seconds",
+                self.runtime.consumer_idle_grace_seconds,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return invalid(key, "must be greater than 0".into());
             }
+        }
+        if self.runtime.max_unit_bytes < self.runtime.max_entry_bytes {
+            return invalid(
+                "runtime.max_unit_bytes",
+                "must not be below runtime.max_entry_bytes".into(),
+            );
         }
         if self.runtime.backoff_max_ms < self.runtime.backoff_initial_ms {
             return invalid(
@@ -460,6 +517,11 @@ impl RuntimeSettings {
     /// Stats interval.
     pub fn stats_interval(&self) -> Duration {
         Duration::from_millis(self.stats_interval_ms)
+    }
+
+    /// `stall_timeout_seconds` as a duration.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_secs(self.stall_timeout_seconds)
     }
 }
 

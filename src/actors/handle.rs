@@ -8,8 +8,9 @@ use actix::Addr;
 use futures_util::future::join_all;
 use tokio::sync::broadcast;
 
+use super::ask::{AskError, ask};
 use super::partition::{Get, List, Partition, partition_of};
-use super::processor::{CommandError, Committed, ExecuteCommand, Processor};
+use super::processor::{CommandError, Committed, ExecuteCommand, Idempotency, Processor};
 use super::supervisor::DomainStatus;
 use crate::domain::{Domain, Entity, Notification};
 
@@ -25,12 +26,13 @@ pub enum DomainUnavailable {
         reason: String,
     },
     /// An actor did not answer in time or is gone.
-    #[error("domain {domain} did not answer: {reason}")]
+    #[error("domain {domain} did not answer")]
     NoAnswer {
         /// Domain name.
         domain: &'static str,
         /// Why.
-        reason: String,
+        #[source]
+        source: AskError,
     },
 }
 
@@ -96,19 +98,18 @@ impl<D: Domain> DomainHandle<D> {
         self.notifications.subscribe()
     }
 
-    fn no_answer(&self, reason: impl ToString) -> DomainUnavailable {
+    fn no_answer(&self, e: AskError) -> DomainUnavailable {
         DomainUnavailable::NoAnswer {
             domain: self.name,
-            reason: reason.to_string(),
+            source: e,
         }
     }
 
     /// The committed entity of `key`, if it exists.
     pub async fn get(&self, key: &str) -> Result<Option<Entity<D::State>>, DomainUnavailable> {
         let partition = &self.partitions[partition_of(key, self.partitions.len())];
-        tokio::time::timeout(self.ask_timeout, partition.send(Get::new(key.to_owned())))
+        ask(partition, Get::new(key.to_owned()), self.ask_timeout)
             .await
-            .map_err(|_| self.no_answer("timed out"))?
             .map_err(|e| self.no_answer(e))
     }
 
@@ -119,39 +120,43 @@ impl<D: Domain> DomainHandle<D> {
         limit: usize,
     ) -> Result<Vec<(String, Entity<D::State>)>, DomainUnavailable> {
         let asks = self.partitions.iter().map(|p| {
-            tokio::time::timeout(
+            ask(
+                p,
+                List::new(after.map(str::to_owned), limit),
                 self.ask_timeout,
-                p.send(List::new(after.map(str::to_owned), limit)),
             )
         });
         let mut merged = Vec::new();
         for reply in join_all(asks).await {
-            merged.extend(
-                reply
-                    .map_err(|_| self.no_answer("timed out"))?
-                    .map_err(|e| self.no_answer(e))?,
-            );
+            merged.extend(reply.map_err(|e| self.no_answer(e))?);
         }
         merged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         merged.truncate(limit);
         Ok(merged)
     }
 
-    /// Executes `command` on `key`; replies once its effects are committed.
+    /// Executes `command` on `key`; replies once its effects are committed. With
+    /// `idempotency`, a retry gets the first reply (marked `replayed`) and applies nothing.
+    ///
+    /// A wait that times out is [`CommandError::OutcomeUnknown`]: the command was submitted and
+    /// may still commit, so the caller must retry with the same idempotency key, not without.
     pub async fn execute(
         &self,
         key: &str,
         command: D::Command,
+        idempotency: Option<Idempotency>,
     ) -> Result<Committed<D::Reply>, CommandError> {
         self.status()
-            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
-        let ask = self.processor.send(ExecuteCommand::<D> {
+            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
+        let request = ExecuteCommand::<D> {
             key: key.to_owned(),
             command,
-        });
-        tokio::time::timeout(self.ask_timeout, ask)
-            .await
-            .map_err(|_| CommandError::Unavailable("timed out".into()))?
-            .map_err(|e| CommandError::Unavailable(e.to_string()))?
+            idempotency,
+        };
+        match ask(&self.processor, request, self.ask_timeout).await {
+            Ok(result) => result,
+            Err(e @ AskError::TimedOut(_)) => Err(CommandError::OutcomeUnknown(Box::new(e))),
+            Err(e @ AskError::Closed(_)) => Err(CommandError::NotCommitted(Box::new(e))),
+        }
     }
 }

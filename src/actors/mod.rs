@@ -5,6 +5,7 @@
 //! stream, the [`processor::Processor`] that turns each batch into one committed unit of work,
 //! and the [`relay::Relay`] that publishes the outbox. See `docs/architecture.md`.
 
+pub mod ask;
 pub mod backoff;
 pub mod context;
 pub mod handle;

@@ -14,6 +14,7 @@ use std::time::Instant;
 use actix::{Actor, Context, Handler, Message};
 
 use crate::domain::envelope::{span_id, trace_id};
+use crate::domain::keys::Limits;
 use crate::domain::{Domain, Effects, Entity, Failure, apply_command, apply_event};
 use crate::store::entities::EntityWrite;
 use crate::telemetry::metrics::HANDLE_SECONDS;
@@ -42,17 +43,19 @@ pub struct Partition<D: Domain> {
     entities: BTreeMap<String, Entity<D::State>>,
     /// Values from before the unit in flight, for keys it changed (`None`: the key was new).
     undo: HashMap<String, Option<Entity<D::State>>>,
+    limits: Limits,
     handle_seconds: metrics::Histogram,
 }
 
 impl<D: Domain> Partition<D> {
-    /// An empty partition.
-    pub fn new(domain: Arc<D>) -> Self {
+    /// An empty partition applying inputs within `limits`.
+    pub fn new(domain: Arc<D>, limits: Limits) -> Self {
         let handle_seconds = metrics::histogram!(HANDLE_SECONDS, "domain" => domain.name());
         Self {
             domain,
             entities: BTreeMap::new(),
             undo: HashMap::new(),
+            limits,
             handle_seconds,
         }
     }
@@ -72,34 +75,17 @@ impl<D: Domain> Partition<D> {
         self.entities.insert(key.to_owned(), entity);
     }
 
-    /// Puts back the committed value of `key`, dropping what the unit in flight did to it.
-    fn revert(&mut self, key: &str) {
-        match self.undo.remove(key) {
-            Some(Some(before)) => {
-                self.entities.insert(key.to_owned(), before);
-            }
-            Some(None) => {
-                self.entities.remove(key);
-            }
-            None => {}
-        }
-    }
-
-    /// The write of `key`'s current value, guarded by its committed version.
-    fn write_of(&self, key: &str) -> Result<EntityWrite, Failure> {
-        let entity = self
-            .entities
-            .get(key)
-            .ok_or_else(|| Failure::Panicked(format!("entity {key} vanished")))?;
-        let state_json = serde_json::to_string(&entity.state)
-            .map_err(|e| Failure::Panicked(format!("state of {key} does not serialize: {e}")))?;
+    /// The write of `key`'s current value (serialized as `state_json`), guarded by its
+    /// committed version.
+    fn write_of(&self, key: &str, state_json: String) -> EntityWrite {
+        let version = self.entities.get(key).map_or(0, |e| e.version);
         let expected = self.committed(key).map_or(0, |e| e.version);
-        Ok(EntityWrite {
+        EntityWrite {
             key: key.to_owned(),
             state_json,
-            version: i64::try_from(entity.version).unwrap_or(i64::MAX),
+            version: i64::try_from(version).unwrap_or(i64::MAX),
             expected_version: i64::try_from(expected).unwrap_or(i64::MAX),
-        })
+        }
     }
 }
 
@@ -121,7 +107,8 @@ pub struct EventItem<E> {
     /// The decoded event.
     pub event: E,
     /// Whether a failure now sends the entry to the dead-letter stream (its delivery count
-    /// reached `max_deliveries`), in which case later entries of the key are not held back.
+    /// reached `max_deliveries`), in which case later entries of the key are not held back
+    /// (neither are they behind a permanent failure, which is dead-lettered at once).
     pub final_attempt: bool,
     /// W3C trace context of the work this event causes (its input's trace, a new span id):
     /// the handler runs in a span carrying it, and emitted events carry it on.
@@ -173,9 +160,9 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             writes: Vec::new(),
         };
         let mut blocked: HashSet<String> = HashSet::new();
-        // Per changed key (in key order, so writers lock rows in one order): where its applied
-        // outcomes are, and whether each was a final attempt.
-        let mut changed: BTreeMap<String, Vec<(usize, bool)>> = BTreeMap::new();
+        // The serialized state of each changed key after its last applied input, in key order
+        // so that writers lock rows in one order.
+        let mut changed: BTreeMap<String, String> = BTreeMap::new();
         for item in msg.items {
             if blocked.contains(&item.key) {
                 reply.outcomes.push((item.index, ItemOutcome::HeldBack));
@@ -185,59 +172,41 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             let new_entity = Entity::default();
             let current = self.entities.get(&item.key).unwrap_or(&new_entity);
             let span = handler_span(&item.key, &item.traceparent);
-            let outcome =
-                span.in_scope(|| apply_event(self.domain.as_ref(), &item.key, current, item.event));
+            let outcome = span.in_scope(|| {
+                apply_event(
+                    self.domain.as_ref(),
+                    &self.limits,
+                    &item.key,
+                    current,
+                    item.event,
+                )
+            });
             self.handle_seconds.record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(applied) => {
-                    changed
-                        .entry(item.key.clone())
-                        .or_default()
-                        .push((reply.outcomes.len(), item.final_attempt));
+                    changed.insert(item.key.clone(), applied.state_json);
                     self.install(&item.key, applied.entity);
                     reply
                         .outcomes
                         .push((item.index, ItemOutcome::Applied(applied.effects)));
                 }
                 Err(failure) => {
-                    if !item.final_attempt {
+                    // An input dead-lettered now is settled: the key's later inputs may go on.
+                    // One that stays pending holds them back, so the key's order holds.
+                    let dead = item.final_attempt || failure.is_permanent();
+                    if !dead {
                         blocked.insert(item.key.clone());
                     }
-                    reply.outcomes.push((
-                        item.index,
-                        ItemOutcome::Failed {
-                            failure,
-                            dead: item.final_attempt,
-                        },
-                    ));
+                    reply
+                        .outcomes
+                        .push((item.index, ItemOutcome::Failed { failure, dead }));
                 }
             }
         }
-        for (key, applied) in changed {
-            match self.write_of(&key) {
-                Ok(write) => reply.writes.push(write),
-                Err(failure) => {
-                    // A state that cannot be persisted must not count as applied: the key's
-                    // inputs fail like a handler failure (retried, then dead-lettered).
-                    tracing::error!(key, error = %failure, "cannot persist entity");
-                    self.revert(&key);
-                    // As after a handler failure: behind an entry that stays pending, the
-                    // key's later entries are held back, never dead-lettered ahead of it.
-                    let mut held = false;
-                    for (position, final_attempt) in applied {
-                        reply.outcomes[position].1 = if held {
-                            ItemOutcome::HeldBack
-                        } else {
-                            held = !final_attempt;
-                            ItemOutcome::Failed {
-                                failure: failure.clone(),
-                                dead: final_attempt,
-                            }
-                        };
-                    }
-                }
-            }
-        }
+        reply.writes = changed
+            .into_iter()
+            .map(|(key, state_json)| self.write_of(&key, state_json))
+            .collect();
         actix::MessageResult(reply)
     }
 }
@@ -266,14 +235,19 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
         let new_entity = Entity::default();
         let current = self.entities.get(&msg.key).unwrap_or(&new_entity);
         let span = handler_span(&msg.key, &msg.traceparent);
-        let applied =
-            span.in_scope(|| apply_command(self.domain.as_ref(), &msg.key, current, msg.command));
-        let result = applied.and_then(|(applied, reply)| {
+        let applied = span.in_scope(|| {
+            apply_command(
+                self.domain.as_ref(),
+                &self.limits,
+                &msg.key,
+                current,
+                msg.command,
+            )
+        });
+        let result = applied.map(|(applied, reply)| {
             self.install(&msg.key, applied.entity);
-            let write = self
-                .write_of(&msg.key)
-                .inspect_err(|_| self.revert(&msg.key))?;
-            Ok((reply, applied.effects, write))
+            let write = self.write_of(&msg.key, applied.state_json);
+            (reply, applied.effects, write)
         });
         actix::MessageResult(result)
     }
@@ -498,9 +472,17 @@ mod tests {
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         tracing::subscriber::with_default(subscriber, || {
             let span = handler_span("K-1", traceparent);
-            span.in_scope(|| apply_event(&Chatty, "K-1", &Entity::default(), Ping::Ping))
-                .map(|_| ())
-                .unwrap();
+            span.in_scope(|| {
+                apply_event(
+                    &Chatty,
+                    &Limits::default(),
+                    "K-1",
+                    &Entity::default(),
+                    Ping::Ping,
+                )
+            })
+            .map(|_| ())
+            .unwrap();
         });
         let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(output.lines().next().unwrap()).unwrap();

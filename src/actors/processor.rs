@@ -1,35 +1,50 @@
-//! The processor: turns one batch of stream entries (or one command) into one unit of work —
+//! The processor: turns one batch of stream entries (or one command) into units of work —
 //! applied by the partitions, committed to Postgres in one transaction with the applied-input
-//! record and the emitted events, and only then acknowledged.
+//! records and the emitted events, and only then acknowledged.
 //!
-//! Units run one at a time per domain (`AtomicResponse`), so in-memory state is always
-//! "committed plus the unit in flight", and a failed commit is undone exactly.
+//! A batch goes through stages with typed outcomes: **decode** (an entry that is malformed, too
+//! large, or carries a key or id that cannot be stored is dead-lettered at once), **deduplicate**
+//! (within the batch by envelope id; against Postgres inside the commit, see
+//! [`crate::store::applied`]), **apply** (each partition its keys, concurrently), **commit**
+//! (one transaction per unit; a unit refused for its data is split until the offending input is
+//! found), **acknowledge**. Units run one at a time per domain (`AtomicResponse`), so in-memory
+//! state is always "committed plus the unit in flight", and a failed commit is undone exactly.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
-use futures_util::future::join_all;
+use futures_util::future::{LocalBoxFuture, join_all};
+use serde::{Deserialize, Serialize};
 
+use super::ask::{AskError, ask};
 use super::context::{DomainContext, StreamBinding};
 use super::partition::{
     ApplyCommand, ApplyEvents, EventItem, ItemOutcome, Partition, Refresh, Settle, partition_of,
 };
 use super::runtime::restore_entity;
 use crate::domain::envelope::{child_traceparent, trace_id};
+use crate::domain::keys::Limits;
 use crate::domain::{
-    Domain, DomainError, Effects, Envelope, Failure, MalformedEntry, decode_event, route,
+    Domain, DomainError, Effects, Envelope, Failure, MalformedEntry, Notification, decode_event,
+    route, validate_key,
 };
 use crate::settings::CrashPoint;
 use crate::store::batch::{BatchCommit, commit};
+use crate::store::commands::{self, CommandRecord};
 use crate::store::outbox::NewOutboxEvent;
 use crate::store::pool::within;
-use crate::store::{StoreError, applied, entities};
+use crate::store::{StoreError, entities};
 use crate::streams::StreamError;
 use crate::streams::dead_letter::{Reason, move_to_dead_letters};
 use crate::streams::entry::{EntryId, StreamEntry};
+use crate::telemetry::error_chain;
 use crate::telemetry::metrics::{BATCH_SIZE, DEAD_LETTERS_TOTAL, EVENTS_TOTAL, PERSIST_SECONDS};
+
+/// Dead-letter reason of an input whose unit Postgres refused for its data, once splitting the
+/// unit has isolated it.
+pub const COMMIT_REFUSED: &str = "commit_refused";
 
 /// Why a unit of work failed. Nothing of it was committed or acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +56,8 @@ pub enum ProcessError {
     #[error(transparent)]
     Streams(#[from] StreamError),
     /// A partition did not answer.
-    #[error("partition unavailable: {0}")]
-    Partition(String),
+    #[error("partition did not apply its part of the unit")]
+    Partition(#[source] AskError),
 }
 
 impl ProcessError {
@@ -61,7 +76,7 @@ impl ProcessError {
 pub struct BatchReport {
     /// Entries applied and acknowledged.
     pub applied: usize,
-    /// Redelivered entries found already applied, acknowledged without applying.
+    /// Entries whose envelope id was applied already, acknowledged without applying.
     pub duplicates: usize,
     /// Entries moved to the dead-letter stream.
     pub dead_lettered: usize,
@@ -79,6 +94,7 @@ pub struct Processor<D: Domain> {
 struct Inner<D: Domain> {
     ctx: Arc<DomainContext<D>>,
     partitions: Vec<Addr<Partition<D>>>,
+    limits: Limits,
     persist_seconds: metrics::Histogram,
     /// Keys written by a unit whose commit reported failure. The commit may have landed all the
     /// same (the connection broke while COMMIT was answered), so memory cannot know their
@@ -90,10 +106,14 @@ impl<D: Domain> Processor<D> {
     /// A processor over `partitions`.
     pub fn new(ctx: Arc<DomainContext<D>>, partitions: Vec<Addr<Partition<D>>>) -> Self {
         let persist_seconds = metrics::histogram!(PERSIST_SECONDS, "domain" => ctx.name());
+        let limits = Limits {
+            max_key_bytes: ctx.runtime.max_key_bytes,
+        };
         Self {
             inner: Arc::new(Inner {
                 ctx,
                 partitions,
+                limits,
                 persist_seconds,
                 uncertain: Mutex::default(),
             }),
@@ -112,7 +132,7 @@ pub struct ProcessBatch {
     /// The entries, in stream order.
     pub entries: Vec<StreamEntry>,
     /// Whether they may have been delivered before (own pending re-read, or claimed): only
-    /// those can be duplicates, so only those are checked against the applied records.
+    /// those need their delivery counts looked up.
     pub redelivered: bool,
 }
 
@@ -133,18 +153,47 @@ impl<D: Domain> Handler<ProcessBatch> for Processor<D> {
     }
 }
 
-/// Why a command was not carried out.
+/// Why a command was not carried out, or may not have been.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The domain refused it.
     #[error(transparent)]
     Domain(#[from] DomainError),
     /// The handler panicked.
-    #[error("command failed: {0}")]
-    Failed(String),
-    /// The runtime could not commit it.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    #[error("command handler panicked: {0}")]
+    Panicked(String),
+    /// The handler's result cannot be stored (a state holding `\u0000` or NaN, say).
+    #[error("the command's result cannot be stored: {0}")]
+    Unstorable(String),
+    /// The same `Idempotency-Key` came with another request.
+    #[error("idempotency key {0:?} was used for a different request")]
+    IdempotencyKeyReused(String),
+    /// Certainly not committed: nothing of it took effect. Safe to retry.
+    #[error("command not committed")]
+    NotCommitted(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Submitted, but whether it committed is unknown (the wait or the commit timed out, the
+    /// connection broke during COMMIT). Retry with the same idempotency key.
+    #[error("command outcome unknown")]
+    OutcomeUnknown(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl CommandError {
+    fn from_commit(e: StoreError) -> Self {
+        if e.is_outcome_unknown() {
+            CommandError::OutcomeUnknown(Box::new(e))
+        } else {
+            CommandError::NotCommitted(Box::new(e))
+        }
+    }
+}
+
+/// A command's idempotency key and what identifies the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The client's key (`Idempotency-Key` header).
+    pub key: String,
+    /// A digest of the request (target and body): a retry has the same one.
+    pub fingerprint: String,
 }
 
 /// Execute a command against one entity and commit its effects before replying.
@@ -153,15 +202,20 @@ pub struct ExecuteCommand<D: Domain> {
     pub key: String,
     /// The command.
     pub command: D::Command,
+    /// Makes a retry return the first reply instead of applying the command again.
+    pub idempotency: Option<Idempotency>,
 }
 
 /// A command's reply, once its effects are committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Committed<R> {
     /// The domain's reply.
     pub reply: R,
     /// The entity's version after the command.
     pub version: u64,
+    /// Whether this is the stored reply of an earlier request with the same idempotency key.
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 impl<D: Domain> Message for ExecuteCommand<D> {
@@ -181,14 +235,42 @@ impl<D: Domain> Handler<ExecuteCommand<D>> for Processor<D> {
     }
 }
 
-/// A decoded entry on its way to a partition.
-struct Candidate<E> {
+/// A decoded input on its way to a partition.
+struct Input<E> {
     index: usize,
-    id: EntryId,
+    input_id: String,
     key: String,
     event: E,
     traceparent: String,
     final_attempt: bool,
+}
+
+/// The decode stage's verdict on one entry.
+enum Decoded<E> {
+    Input(Input<E>),
+    Skip,
+    Malformed(MalformedEntry),
+}
+
+/// What a batch's units concluded, gathered for the acknowledge stage.
+#[derive(Default)]
+struct Outcome {
+    report: BatchReport,
+    ack: Vec<EntryId>,
+    /// Batch index, reason code, error text.
+    dead: Vec<(usize, &'static str, String)>,
+    notifications: Vec<Notification>,
+}
+
+/// The partitions' answer to one unit.
+struct AppliedUnit {
+    involved: Vec<usize>,
+    applied: Vec<(usize, String)>,
+    writes: Vec<crate::store::entities::EntityWrite>,
+    events: Vec<NewOutboxEvent>,
+    notifications: Vec<Notification>,
+    /// Batch index, key, failure, dead-letter now.
+    failed: Vec<(usize, String, Failure, bool)>,
 }
 
 impl<D: Domain> Inner<D> {
@@ -201,9 +283,8 @@ impl<D: Domain> Inner<D> {
         let ctx = &self.ctx;
         let binding = &msg.binding;
         let entries = &msg.entries;
-        let mut report = BatchReport::default();
         if entries.is_empty() {
-            return Ok(report);
+            return Ok(BatchReport::default());
         }
         ctx.faults.reached(CrashPoint::AfterRead);
         self.reload_uncertain().await?;
@@ -223,194 +304,72 @@ impl<D: Domain> Inner<D> {
         } else {
             HashMap::new()
         };
-        let delivered = |id: &EntryId| deliveries.get(id).copied().unwrap_or(1);
 
-        // Decode; what cannot be decoded is dead-lettered at once, it will never get better.
-        let mut malformed: Vec<(usize, MalformedEntry)> = Vec::new();
-        let mut skipped: Vec<EntryId> = Vec::new();
-        let mut candidates: Vec<Candidate<D::Event>> = Vec::with_capacity(entries.len());
+        // Decode and deduplicate within the batch; cut it into units bounded in bytes.
+        let mut out = Outcome::default();
+        let mut seen: HashSet<String> = HashSet::with_capacity(entries.len());
+        let mut units: Vec<Vec<Input<D::Event>>> = Vec::new();
+        let mut unit_bytes = usize::MAX;
         for (index, entry) in entries.iter().enumerate() {
-            if entry.fields.is_none() {
-                malformed.push((index, MalformedEntry::Deleted));
-                continue;
-            }
-            let decoded = Envelope::from_fields(entry.field_pairs()).and_then(|envelope| {
-                let event = decode_event::<D>(
-                    &binding.handled_types,
-                    &envelope.event_type,
-                    &envelope.data,
-                )?;
-                Ok((envelope, event))
-            });
-            let decoded = decoded.and_then(|(envelope, event)| {
-                let key = route(
-                    ctx.domain.as_ref(),
-                    envelope.key,
-                    &envelope.event_type,
-                    &event,
-                )?;
-                Ok((key, envelope.traceparent, event))
-            });
-            match decoded {
-                Ok((key, traceparent, event)) => candidates.push(Candidate {
-                    index,
-                    id: entry.id,
-                    traceparent: child_traceparent(traceparent.as_deref()),
-                    key,
-                    event,
-                    final_attempt: delivered(&entry.id) >= ctx.runtime.max_deliveries,
-                }),
-                Err(MalformedEntry::UnknownType(_)) if binding.skip_other_types => {
-                    skipped.push(entry.id);
+            match self.decode(binding, entry, index, &deliveries) {
+                Decoded::Input(input) => {
+                    if !seen.insert(input.input_id.clone()) {
+                        out.ack.push(entry.id);
+                        out.report.duplicates += 1;
+                        continue;
+                    }
+                    let bytes = entry.bytes();
+                    if unit_bytes.saturating_add(bytes) > ctx.runtime.max_unit_bytes {
+                        units.push(Vec::new());
+                        unit_bytes = 0;
+                    }
+                    unit_bytes += bytes;
+                    if let Some(unit) = units.last_mut() {
+                        unit.push(input);
+                    }
                 }
-                Err(reason) => malformed.push((index, reason)),
+                Decoded::Skip => {
+                    out.ack.push(entry.id);
+                    out.report.skipped += 1;
+                }
+                Decoded::Malformed(reason) => {
+                    tracing::warn!(entry.id = %entry.id, reason = reason.code(), error = %reason, "dead-lettering entry that cannot be applied");
+                    out.dead.push((index, reason.code(), reason.to_string()));
+                }
             }
         }
 
-        // Only a redelivered entry can have been applied already (crash between commit and ack).
-        report.skipped = skipped.len();
-        let mut to_ack: Vec<EntryId> = skipped;
-        if msg.redelivered && !candidates.is_empty() {
-            let ids: Vec<EntryId> = candidates.iter().map(|c| c.id).collect();
-            // Bounded like the commit: a Postgres that stops answering is an outage, not a stall.
-            let done: HashSet<EntryId> = within(&ctx.db, ctx.commit_timeout, async |conn| {
-                applied::already_applied(conn, ctx.name(), &binding.name, &ids).await
-            })
+        let mut blocked: HashSet<String> = HashSet::new();
+        for unit in units {
+            self.run_unit(binding, entries, &deliveries, unit, &mut blocked, &mut out)
+                .await?;
+        }
+
+        binding.consumer.ack(&mut redis, &out.ack).await?;
+        for n in out.notifications.drain(..) {
+            let _ = ctx.notifications.send(n);
+        }
+        for (index, code, error) in &out.dead {
+            let entry = &entries[*index];
+            let deliveries = deliveries.get(&entry.id).copied().unwrap_or(1);
+            let reason = Reason {
+                code,
+                error,
+                deliveries,
+            };
+            move_to_dead_letters(
+                &mut redis,
+                &binding.consumer,
+                &binding.dlq_key,
+                entry,
+                &reason,
+            )
             .await?;
-            if !done.is_empty() {
-                candidates.retain(|c| !done.contains(&c.id));
-                report.duplicates = done.len();
-                to_ack.extend(done);
-            }
+            metrics::counter!(DEAD_LETTERS_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone(), "reason" => *code).increment(1);
+            out.report.dead_lettered += 1;
         }
 
-        // Apply, each partition its own keys, concurrently.
-        let mut per_partition: Vec<Vec<EventItem<D::Event>>> =
-            (0..self.partitions.len()).map(|_| Vec::new()).collect();
-        let mut meta: HashMap<usize, (EntryId, String)> = HashMap::with_capacity(candidates.len());
-        for c in candidates {
-            meta.insert(c.index, (c.id, c.traceparent.clone()));
-            let p = self.partition(&c.key);
-            per_partition[p].push(EventItem {
-                index: c.index,
-                key: c.key,
-                event: c.event,
-                final_attempt: c.final_attempt,
-                traceparent: c.traceparent,
-            });
-        }
-        let involved: Vec<usize> = (0..per_partition.len())
-            .filter(|p| !per_partition[*p].is_empty())
-            .collect();
-        let timeout = ctx.runtime.ask_timeout();
-        let asks = per_partition
-            .into_iter()
-            .enumerate()
-            .filter(|(_, items)| !items.is_empty())
-            .map(|(p, items)| {
-                tokio::time::timeout(timeout, self.partitions[p].send(ApplyEvents::<D> { items }))
-            });
-        let mut replies = Vec::with_capacity(involved.len());
-        for reply in join_all(asks).await {
-            match reply {
-                Ok(Ok(reply)) => replies.push(reply),
-                Ok(Err(e)) => {
-                    return Err(self
-                        .abandon(&involved, ProcessError::Partition(e.to_string()))
-                        .await);
-                }
-                Err(_) => {
-                    return Err(self
-                        .abandon(&involved, ProcessError::Partition("timed out".into()))
-                        .await);
-                }
-            }
-        }
-
-        let mut applied_ids = Vec::new();
-        let mut writes = Vec::new();
-        let mut events = Vec::new();
-        let mut notifications = Vec::new();
-        let mut failed: Vec<(usize, Failure)> = Vec::new();
-        for reply in replies {
-            writes.extend(reply.writes);
-            for (index, outcome) in reply.outcomes {
-                let Some((id, traceparent)) = meta.get(&index) else {
-                    continue;
-                };
-                match outcome {
-                    ItemOutcome::Applied(effects) => {
-                        applied_ids.push(*id);
-                        events.extend(outbox_events(effects.emitted.iter(), traceparent));
-                        notifications.extend(effects.notifications);
-                    }
-                    ItemOutcome::Failed { failure, dead } => {
-                        tracing::warn!(entry.id = %id, trace_id = trace_id(traceparent), deliveries = delivered(id), error = %failure, dead, "handler failed");
-                        if dead {
-                            failed.push((index, failure));
-                        } else {
-                            report.left_pending += 1;
-                        }
-                    }
-                    ItemOutcome::HeldBack => report.left_pending += 1,
-                }
-            }
-        }
-
-        if !applied_ids.is_empty() {
-            let output_stream = ctx.output_stream();
-            let unit = BatchCommit {
-                domain: ctx.name(),
-                stream: Some(&binding.name),
-                applied: applied_ids.clone(),
-                entities: writes,
-                output_stream: &output_stream,
-                events,
-            };
-            self.commit(&unit, &involved).await?;
-            ctx.faults.reached(CrashPoint::AfterCommitBeforeAck);
-            if !unit.events.is_empty() {
-                ctx.relay_wakeup.notify_one();
-            }
-            for n in notifications {
-                let _ = ctx.notifications.send(n);
-            }
-        } else {
-            self.settle(&involved, true).await;
-        }
-        report.applied = applied_ids.len();
-        to_ack.extend(applied_ids);
-        binding.consumer.ack(&mut redis, &to_ack).await?;
-
-        for (index, reason) in malformed {
-            let entry = &entries[index];
-            let error = reason.to_string();
-            tracing::warn!(entry.id = %entry.id, reason = reason.code(), error, "dead-lettering malformed entry");
-            let r = Reason {
-                code: reason.code(),
-                error: &error,
-                deliveries: delivered(&entry.id),
-            };
-            move_to_dead_letters(&mut redis, &binding.consumer, &binding.dlq_key, entry, &r)
-                .await?;
-            metrics::counter!(DEAD_LETTERS_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone(), "reason" => reason.code()).increment(1);
-            report.dead_lettered += 1;
-        }
-        for (index, failure) in failed {
-            let entry = &entries[index];
-            let error = failure.to_string();
-            tracing::error!(entry.id = %entry.id, deliveries = delivered(&entry.id), error, "dead-lettering entry after max deliveries");
-            let r = Reason {
-                code: "max_deliveries",
-                error: &error,
-                deliveries: delivered(&entry.id),
-            };
-            move_to_dead_letters(&mut redis, &binding.consumer, &binding.dlq_key, entry, &r)
-                .await?;
-            metrics::counter!(DEAD_LETTERS_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone(), "reason" => "max_deliveries").increment(1);
-            report.dead_lettered += 1;
-        }
-
+        let report = out.report;
         let count = |outcome: &'static str, n: usize| {
             if n > 0 {
                 metrics::counter!(EVENTS_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone(), "outcome" => outcome)
@@ -425,18 +384,258 @@ impl<D: Domain> Inner<D> {
         Ok(report)
     }
 
+    /// The decode stage for one entry: envelope, size, id, type, data and entity key.
+    fn decode(
+        &self,
+        binding: &StreamBinding,
+        entry: &StreamEntry,
+        index: usize,
+        deliveries: &HashMap<EntryId, u64>,
+    ) -> Decoded<D::Event> {
+        let runtime = &self.ctx.runtime;
+        if entry.fields.is_none() {
+            return Decoded::Malformed(MalformedEntry::Deleted);
+        }
+        let bytes = entry.bytes();
+        if bytes > runtime.max_entry_bytes {
+            return Decoded::Malformed(MalformedEntry::TooLarge {
+                bytes,
+                max: runtime.max_entry_bytes,
+            });
+        }
+        let decoded = Envelope::from_fields(entry.field_pairs()).and_then(|envelope| {
+            validate_key(&envelope.id, runtime.max_key_bytes).map_err(MalformedEntry::InvalidId)?;
+            let event =
+                decode_event::<D>(&binding.handled_types, &envelope.event_type, &envelope.data)?;
+            let key = route(
+                self.ctx.domain.as_ref(),
+                &self.limits,
+                envelope.key,
+                &envelope.event_type,
+                &event,
+            )?;
+            Ok(Input {
+                index,
+                input_id: envelope.id,
+                key,
+                event,
+                traceparent: child_traceparent(envelope.traceparent.as_deref()),
+                final_attempt: deliveries.get(&entry.id).copied().unwrap_or(1)
+                    >= runtime.max_deliveries,
+            })
+        });
+        match decoded {
+            Ok(input) => Decoded::Input(input),
+            Err(MalformedEntry::UnknownType(_)) if binding.skip_other_types => Decoded::Skip,
+            Err(reason) => Decoded::Malformed(reason),
+        }
+    }
+
+    /// Decodes the entries at `indices` again, for a unit that must be redone (its inputs were
+    /// consumed by the first attempt).
+    fn redecode(
+        &self,
+        binding: &StreamBinding,
+        entries: &[StreamEntry],
+        deliveries: &HashMap<EntryId, u64>,
+        indices: &[usize],
+    ) -> Vec<Input<D::Event>> {
+        indices
+            .iter()
+            .filter_map(|index| {
+                match self.decode(binding, &entries[*index], *index, deliveries) {
+                    Decoded::Input(input) => Some(input),
+                    // Decoding is deterministic: an entry that decoded once decodes again.
+                    Decoded::Skip | Decoded::Malformed(_) => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Applies and commits one unit. Inputs found already applied are acknowledged and the unit
+    /// is redone without them; a unit Postgres refuses for its data is split in halves until
+    /// the input responsible is alone, and that one is dead-lettered.
+    fn run_unit<'a>(
+        &'a self,
+        binding: &'a StreamBinding,
+        entries: &'a [StreamEntry],
+        deliveries: &'a HashMap<EntryId, u64>,
+        unit: Vec<Input<D::Event>>,
+        blocked: &'a mut HashSet<String>,
+        out: &'a mut Outcome,
+    ) -> LocalBoxFuture<'a, Result<(), ProcessError>> {
+        Box::pin(async move {
+            let mut unit = unit;
+            loop {
+                // Behind an input of the same key that stays pending, nothing of that key may
+                // apply, in this unit or a later one of the batch.
+                let before = unit.len();
+                unit.retain(|input| !blocked.contains(&input.key));
+                out.report.left_pending += before - unit.len();
+                if unit.is_empty() {
+                    return Ok(());
+                }
+                let indices: Vec<usize> = unit.iter().map(|i| i.index).collect();
+                let applied = self.apply(unit).await?;
+                if applied.applied.is_empty() {
+                    self.settle(&applied.involved, true).await;
+                    conclude_failures(applied.failed, blocked, out, entries);
+                    return Ok(());
+                }
+                let output_stream = self.ctx.output_stream();
+                let batch = BatchCommit {
+                    domain: self.ctx.name(),
+                    applied: applied.applied.iter().map(|(_, id)| id.as_str()).collect(),
+                    command: None,
+                    entities: applied.writes,
+                    output_stream: &output_stream,
+                    events: applied.events,
+                };
+                match self.commit(&batch, &applied.involved).await {
+                    Ok(()) => {
+                        self.ctx.faults.reached(CrashPoint::AfterCommitBeforeAck);
+                        if !batch.events.is_empty() {
+                            self.ctx.relay_wakeup.notify_one();
+                        }
+                        out.report.applied += applied.applied.len();
+                        out.ack
+                            .extend(applied.applied.iter().map(|(index, _)| entries[*index].id));
+                        out.notifications.extend(applied.notifications);
+                        conclude_failures(applied.failed, blocked, out, entries);
+                        return Ok(());
+                    }
+                    Err(StoreError::AlreadyApplied(ids)) => {
+                        let ids: HashSet<String> = ids.into_iter().collect();
+                        tracing::info!(
+                            duplicates = ids.len(),
+                            "inputs were applied before (by envelope id); redoing the unit without them"
+                        );
+                        let mut redo = self.redecode(binding, entries, deliveries, &indices);
+                        redo.retain(|input| {
+                            let duplicate = ids.contains(&input.input_id);
+                            if duplicate {
+                                out.ack.push(entries[input.index].id);
+                                out.report.duplicates += 1;
+                            }
+                            !duplicate
+                        });
+                        unit = redo;
+                    }
+                    Err(e) if e.is_deterministic() => {
+                        if let [index] = indices.as_slice() {
+                            let error = error_chain(&e);
+                            tracing::error!(entry.id = %entries[*index].id, error, "postgres refused this input's effects; dead-lettering it");
+                            out.dead.push((*index, COMMIT_REFUSED, error));
+                            return Ok(());
+                        }
+                        tracing::warn!(error = %error_chain(&e), inputs = indices.len(), "postgres refused the unit for its data; splitting it to isolate the input");
+                        let (first, second) = indices.split_at(indices.len() / 2);
+                        for half in [first, second] {
+                            let part = self.redecode(binding, entries, deliveries, half);
+                            self.run_unit(binding, entries, deliveries, part, blocked, out)
+                                .await?;
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
+    }
+
+    /// The apply stage: each partition applies its inputs, concurrently.
+    async fn apply(&self, unit: Vec<Input<D::Event>>) -> Result<AppliedUnit, ProcessError> {
+        let mut per_partition: Vec<Vec<EventItem<D::Event>>> =
+            (0..self.partitions.len()).map(|_| Vec::new()).collect();
+        let mut meta: HashMap<usize, (String, String, String)> = HashMap::with_capacity(unit.len());
+        for input in unit {
+            meta.insert(
+                input.index,
+                (input.input_id, input.key.clone(), input.traceparent.clone()),
+            );
+            let p = self.partition(&input.key);
+            per_partition[p].push(EventItem {
+                index: input.index,
+                key: input.key,
+                event: input.event,
+                final_attempt: input.final_attempt,
+                traceparent: input.traceparent,
+            });
+        }
+        let involved: Vec<usize> = (0..per_partition.len())
+            .filter(|p| !per_partition[*p].is_empty())
+            .collect();
+        let timeout = self.ctx.runtime.ask_timeout();
+        let asks = per_partition
+            .into_iter()
+            .enumerate()
+            .filter(|(_, items)| !items.is_empty())
+            .map(|(p, items)| ask(&self.partitions[p], ApplyEvents::<D> { items }, timeout));
+        let mut replies = Vec::with_capacity(involved.len());
+        for reply in join_all(asks).await {
+            match reply {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    self.settle(&involved, false).await;
+                    return Err(ProcessError::Partition(e));
+                }
+            }
+        }
+        let mut unit = AppliedUnit {
+            involved,
+            applied: Vec::new(),
+            writes: Vec::new(),
+            events: Vec::new(),
+            notifications: Vec::new(),
+            failed: Vec::new(),
+        };
+        for reply in replies {
+            unit.writes.extend(reply.writes);
+            for (index, outcome) in reply.outcomes {
+                let Some((input_id, key, traceparent)) = meta.remove(&index) else {
+                    continue;
+                };
+                match outcome {
+                    ItemOutcome::Applied(effects) => {
+                        unit.events
+                            .extend(outbox_events(effects.emitted.iter(), &traceparent));
+                        unit.notifications.extend(effects.notifications);
+                        unit.applied.push((index, input_id));
+                    }
+                    ItemOutcome::Failed { failure, dead } => {
+                        tracing::warn!(input.id = %input_id, key, trace_id = trace_id(&traceparent), error = %failure, dead, "handler failed");
+                        unit.failed.push((index, key, failure, dead));
+                    }
+                    ItemOutcome::HeldBack => unit.failed.push((
+                        index,
+                        key,
+                        Failure::Handler(DomainError::Failed("held back".into())),
+                        false,
+                    )),
+                }
+            }
+        }
+        Ok(unit)
+    }
+
     /// Commits `unit` within `database.commit_timeout_ms` and settles the partitions that
-    /// applied it. On failure their changes are undone and the written keys become uncertain.
+    /// applied it. On failure their changes are undone; unless Postgres certainly refused the
+    /// unit, the written keys become uncertain.
     async fn commit(&self, unit: &BatchCommit<'_>, partitions: &[usize]) -> Result<(), StoreError> {
         let started = Instant::now();
         let limit = self.ctx.commit_timeout;
         let committed = within(&self.ctx.db, limit, async |conn| commit(conn, unit).await).await;
         self.persist_seconds.record(started.elapsed().as_secs_f64());
         self.settle(partitions, committed.is_ok()).await;
-        if let Err(e) = &committed {
-            tracing::warn!(error = %e, entities = unit.entities.len(), "commit failed; its entities will be reloaded");
-            if let Ok(mut uncertain) = self.uncertain.lock() {
-                uncertain.extend(unit.entities.iter().map(|w| w.key.clone()));
+        match &committed {
+            Ok(()) => {}
+            Err(StoreError::AlreadyApplied(_)) => {}
+            Err(e) if e.is_deterministic() => {}
+            Err(e) => {
+                tracing::warn!(error = %error_chain(e), entities = unit.entities.len(), "commit failed; its entities will be reloaded");
+                if let Ok(mut uncertain) = self.uncertain.lock() {
+                    uncertain.extend(unit.entities.iter().map(|w| w.key.clone()));
+                }
             }
         }
         committed
@@ -464,12 +663,12 @@ impl<D: Domain> Inner<D> {
             let entity = stored.remove(key);
             per_partition[self.partition(key)].push((key.clone(), entity));
         }
+        let timeout = self.ctx.runtime.ask_timeout();
         for (p, entities) in per_partition.into_iter().enumerate() {
             if !entities.is_empty() {
-                self.partitions[p]
-                    .send(Refresh { entities })
+                ask(&self.partitions[p], Refresh { entities }, timeout)
                     .await
-                    .map_err(|e| ProcessError::Partition(e.to_string()))?;
+                    .map_err(ProcessError::Partition)?;
             }
         }
         if let Ok(mut uncertain) = self.uncertain.lock() {
@@ -483,20 +682,18 @@ impl<D: Domain> Inner<D> {
         Ok(())
     }
 
+    /// Ends the unit in flight on `partitions`. A partition that does not answer in time is
+    /// stuck in a handler: the supervisor's watchdog reports it.
     async fn settle(&self, partitions: &[usize], committed: bool) {
+        let timeout = self.ctx.runtime.ask_timeout();
         let settles = partitions
             .iter()
-            .map(|p| self.partitions[*p].send(Settle { committed }));
+            .map(|p| ask(&self.partitions[*p], Settle { committed }, timeout));
         for result in join_all(settles).await {
             if let Err(e) = result {
-                tracing::error!(error = %e, "partition did not settle its unit");
+                tracing::error!(error = %error_chain(&e), "partition did not settle its unit");
             }
         }
-    }
-
-    async fn abandon(&self, partitions: &[usize], error: ProcessError) -> ProcessError {
-        self.settle(partitions, false).await;
-        error
     }
 
     #[tracing::instrument(skip_all, fields(domain = self.ctx.name(), key = %msg.key))]
@@ -504,29 +701,40 @@ impl<D: Domain> Inner<D> {
         let ctx = &self.ctx;
         let p = self.partition(&msg.key);
         let traceparent = child_traceparent(None);
-        if let Err(e) = self.reload_uncertain().await {
-            return Err(CommandError::Unavailable(e.to_string()));
+        self.reload_uncertain()
+            .await
+            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
+        if let Some(idempotency) = &msg.idempotency {
+            let stored = within(&ctx.db, ctx.commit_timeout, async |conn| {
+                commands::find(conn, ctx.name(), &idempotency.key).await
+            })
+            .await
+            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
+            if let Some(record) = stored {
+                return replay(record, idempotency);
+            }
         }
-        let asked = tokio::time::timeout(
-            ctx.runtime.ask_timeout(),
-            self.partitions[p].send(ApplyCommand::<D> {
+        let asked = ask(
+            &self.partitions[p],
+            ApplyCommand::<D> {
                 key: msg.key.clone(),
                 command: msg.command,
                 traceparent: traceparent.clone(),
-            }),
+            },
+            ctx.runtime.ask_timeout(),
         )
         .await;
-        let failed = match asked {
-            Ok(Ok(Ok(applied))) => Ok(applied),
-            Ok(Ok(Err(Failure::Handler(e)))) => Err(CommandError::Domain(e)),
-            Ok(Ok(Err(Failure::Panicked(message)))) => {
+        let refused = match asked {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(Failure::Handler(e))) => Err(CommandError::Domain(e)),
+            Ok(Err(Failure::Panicked(message))) => {
                 tracing::error!(error = %message, "command handler panicked");
-                Err(CommandError::Failed(message))
+                Err(CommandError::Panicked(message))
             }
-            Ok(Err(e)) => Err(CommandError::Unavailable(e.to_string())),
-            Err(_) => Err(CommandError::Unavailable("partition timed out".into())),
+            Ok(Err(Failure::Unstorable(message))) => Err(CommandError::Unstorable(message)),
+            Err(e) => Err(CommandError::NotCommitted(Box::new(e))),
         };
-        let (reply, effects, write) = match failed {
+        let (reply, effects, write) = match refused {
             Ok(applied) => applied,
             Err(e) => {
                 // A command that timed out may still be applied by the partition later; the
@@ -535,28 +743,89 @@ impl<D: Domain> Inner<D> {
                 return Err(e);
             }
         };
-        let version = u64::try_from(write.version).unwrap_or(0);
+        let committed = Committed {
+            reply,
+            version: u64::try_from(write.version).unwrap_or(0),
+            replayed: false,
+        };
+        let record = match &msg.idempotency {
+            Some(idempotency) => match serde_json::to_value(&committed) {
+                Ok(reply) => Some(CommandRecord {
+                    key: idempotency.key.clone(),
+                    fingerprint: idempotency.fingerprint.clone(),
+                    reply,
+                }),
+                Err(e) => {
+                    self.settle(&[p], false).await;
+                    return Err(CommandError::Unstorable(format!("reply: {e}")));
+                }
+            },
+            None => None,
+        };
         let output_stream = ctx.output_stream();
         let unit = BatchCommit {
             domain: ctx.name(),
-            stream: None,
             applied: Vec::new(),
+            command: record,
             entities: vec![write],
             output_stream: &output_stream,
             events: outbox_events(effects.emitted.iter(), &traceparent).collect(),
         };
         if let Err(e) = self.commit(&unit, &[p]).await {
-            tracing::error!(error = %e, "command not committed");
-            return Err(CommandError::Unavailable(e.to_string()));
+            tracing::error!(error = %error_chain(&e), "command not committed");
+            return Err(CommandError::from_commit(e));
         }
         if !unit.events.is_empty() {
             ctx.relay_wakeup.notify_one();
         }
+        ctx.faults.command_committed().await;
         let Effects { notifications, .. } = effects;
         for n in notifications {
             let _ = ctx.notifications.send(n);
         }
-        Ok(Committed { reply, version })
+        Ok(committed)
+    }
+}
+
+/// The reply stored for an idempotency key, if the request is the same one.
+fn replay<R: serde::de::DeserializeOwned>(
+    record: CommandRecord,
+    idempotency: &Idempotency,
+) -> Result<Committed<R>, CommandError> {
+    if record.fingerprint != idempotency.fingerprint {
+        return Err(CommandError::IdempotencyKeyReused(record.key));
+    }
+    let mut committed: Committed<R> = serde_json::from_value(record.reply).map_err(|e| {
+        CommandError::NotCommitted(Box::new(StoreError::Corrupt(format!(
+            "stored reply of idempotency key {:?}: {e}",
+            record.key
+        ))))
+    })?;
+    committed.replayed = true;
+    tracing::info!(
+        idempotency.key = %record.key,
+        "command retried with its idempotency key; answering the stored reply"
+    );
+    Ok(committed)
+}
+
+/// Files the failures of a unit whose outcome is final: dead ones for the dead-letter stream,
+/// the others stay pending and hold back their key.
+fn conclude_failures(
+    failed: Vec<(usize, String, Failure, bool)>,
+    blocked: &mut HashSet<String>,
+    out: &mut Outcome,
+    entries: &[StreamEntry],
+) {
+    for (index, key, failure, dead) in failed {
+        if dead {
+            tracing::error!(entry.id = %entries[index].id, key, error = %failure, "dead-lettering entry");
+            out.dead
+                .push((index, failure.dead_letter_code(), failure.to_string()));
+        } else {
+            blocked.insert(key);
+            out.report.left_pending += 1;
+        }
     }
 }
 

@@ -12,13 +12,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
     WrapFuture,
 };
 
+use super::backoff::Backoff;
 use super::context::{DomainContext, StreamBinding};
 use super::processor::{BatchReport, ProcessBatch, ProcessError, Processor};
 use super::supervisor::{Child, ChildExited};
@@ -40,9 +41,15 @@ pub enum ReaderError {
     /// The processor did not answer.
     #[error("processor unavailable: {0}")]
     Processor(String),
-    /// Handlers failed on some entries; they stay pending and are retried after the restart.
-    #[error("{0} entries failed in their handler and stay pending")]
-    HandlerFailures(usize),
+}
+
+/// How a run of reading new entries ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// Asked to stop; the last batch is committed.
+    Stopped,
+    /// A batch left entries pending: retry them before reading on.
+    LeftPending,
 }
 
 impl ReaderError {
@@ -51,7 +58,7 @@ impl ReaderError {
         match self {
             ReaderError::Streams(e) => e.is_outage(),
             ReaderError::Process(e) => e.is_outage(),
-            ReaderError::Processor(_) | ReaderError::HandlerFailures(_) => false,
+            ReaderError::Processor(_) => false,
         }
     }
 }
@@ -156,52 +163,90 @@ impl<D: Domain> ReadLoop<D> {
         )
         .await?;
 
-        // Re-reading pending entries raises their delivery counts, so do it only when Postgres
-        // answers: restarts through an outage must not use up entries' `max_deliveries`.
-        store::ping(&self.ctx.db, self.ctx.commit_timeout)
-            .await
-            .map_err(ProcessError::from)?;
-        let left_pending = self.recover_own_pending(&mut conn).await?;
-        if left_pending > 0 {
-            return Err(ReaderError::HandlerFailures(left_pending));
+        let mut retry = Backoff::new(
+            Duration::from_millis(runtime.backoff_initial_ms),
+            Duration::from_millis(runtime.backoff_max_ms),
+        );
+        loop {
+            // Recover until nothing stays pending: failed entries are retried here, in
+            // process, with backoff (each re-read raises their delivery counts toward
+            // `max_deliveries`), without restarting any actor.
+            loop {
+                if self.stop.load(Ordering::SeqCst) {
+                    tracing::info!("reader stopped");
+                    return Ok(());
+                }
+                // Re-reading pending entries raises their delivery counts, so do it only when
+                // Postgres answers: an outage must not use up entries' `max_deliveries`.
+                store::ping(&self.ctx.db, self.ctx.commit_timeout)
+                    .await
+                    .map_err(ProcessError::from)?;
+                let mut left_pending = self.recover_own_pending(&mut conn).await?;
+                if left_pending == 0 {
+                    left_pending = self.claim_abandoned().await?;
+                }
+                if left_pending == 0 {
+                    break;
+                }
+                let delay = retry.next_delay();
+                tracing::warn!(
+                    left_pending,
+                    delay_ms = delay.as_millis() as u64,
+                    "entries failed in their handler; retrying them"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            retry.reset();
+            tracing::info!("reader recovered; reading new entries");
+            if self.read_new(&mut conn).await? == ReadEnd::Stopped {
+                tracing::info!("reader stopped");
+                return Ok(());
+            }
         }
-        let left_pending = self.claim_abandoned().await?;
-        if left_pending > 0 {
-            return Err(ReaderError::HandlerFailures(left_pending));
-        }
-        tracing::info!("reader recovered; reading new entries");
+    }
 
+    /// Reads new entries (`>`) until asked to stop or a batch leaves entries pending (then
+    /// they are to be retried from the pending list before anything newer).
+    async fn read_new(
+        &mut self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<ReadEnd, ReaderError> {
+        let ctx = self.ctx.clone();
+        let runtime = &ctx.runtime;
         // While the processor works on one batch, the next is read: one batch in flight, one in
         // hand, never more.
         let mut in_flight: Option<InFlight> = None;
         let mut last_claim = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             if last_claim.elapsed() >= runtime.claim_interval() {
-                self.finish(in_flight.take()).await?;
+                if self.finish(in_flight.take()).await? > 0 {
+                    return Ok(ReadEnd::LeftPending);
+                }
                 last_claim = Instant::now();
-                let failed = self.claim_abandoned().await?;
-                if failed > 0 {
-                    return Err(ReaderError::HandlerFailures(failed));
+                if self.claim_abandoned().await? > 0 {
+                    return Ok(ReadEnd::LeftPending);
                 }
             }
             let entries = self
                 .binding
                 .consumer
                 .read(
-                    &mut conn,
+                    conn,
                     ReadFrom::New,
                     runtime.read_count,
                     Some(runtime.read_block()),
                 )
                 .await?;
-            self.finish(in_flight.take()).await?;
+            if self.finish(in_flight.take()).await? > 0 {
+                // What was just read goes back to being pending; it is re-read in order.
+                return Ok(ReadEnd::LeftPending);
+            }
             if !entries.is_empty() {
                 in_flight = Some(self.submit(entries, false));
             }
         }
         self.finish(in_flight.take()).await?;
-        tracing::info!("reader stopped");
-        Ok(())
+        Ok(ReadEnd::Stopped)
     }
 
     /// Re-reads this consumer's own pending entries, oldest first, until none is left unseen or
@@ -299,18 +344,14 @@ impl<D: Domain> ReadLoop<D> {
         })
     }
 
-    /// Waits for a submitted batch; entries that failed end this reader's run so the
-    /// supervisor restarts it after a backoff and they are retried from the pending list.
-    async fn finish(&mut self, in_flight: Option<InFlight>) -> Result<(), ReaderError> {
+    /// Waits for a submitted batch; returns how many of its entries stay pending.
+    async fn finish(&mut self, in_flight: Option<InFlight>) -> Result<usize, ReaderError> {
         let Some(batch) = in_flight else {
-            return Ok(());
+            return Ok(0);
         };
         let report = batch.await?;
         self.note(&report);
-        if report.left_pending > 0 {
-            return Err(ReaderError::HandlerFailures(report.left_pending));
-        }
-        Ok(())
+        Ok(report.left_pending)
     }
 
     fn note(&mut self, report: &BatchReport) {

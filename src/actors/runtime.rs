@@ -7,11 +7,13 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 use tokio::sync::{Notify, broadcast};
 
+use super::ask::ask;
 use super::context::DomainContext;
 use super::handle::DomainHandle;
 use super::partition::{Load, Partition, partition_of};
 use super::processor::Processor;
 use super::supervisor::{DomainStatus, DomainSupervisor, Shutdown};
+use crate::domain::keys::Limits;
 use crate::domain::{Domain, Entity};
 use crate::faults::Faults;
 use crate::settings::Settings;
@@ -94,14 +96,17 @@ pub async fn start_domain<D: Domain>(
         "restored entities from postgres"
     );
 
+    let limits = Limits {
+        max_key_bytes: runtime.max_key_bytes,
+    };
     let mut arbiters = Vec::with_capacity(partition_count + 1);
     let mut partitions = Vec::with_capacity(partition_count);
     for entities in loaded {
         let arbiter = Arbiter::new();
         let d = domain.clone();
-        let partition = Partition::start_in_arbiter(&arbiter.handle(), move |_| Partition::new(d));
-        partition
-            .send(Load { entities })
+        let partition =
+            Partition::start_in_arbiter(&arbiter.handle(), move |_| Partition::new(d, limits));
+        ask(&partition, Load { entities }, runtime.ask_timeout())
             .await
             .map_err(|e| StoreError::Pool(format!("partition did not start: {e}")))?;
         partitions.push(partition);

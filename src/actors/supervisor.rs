@@ -21,8 +21,10 @@ use super::processor::Processor;
 use super::reader::{Reader, StopReading};
 use super::relay::{Relay, StopRelaying};
 use crate::domain::Domain;
-use crate::store::{StoreError, applied, outbox};
+use crate::store::pool::within;
+use crate::store::{StoreError, applied, commands, outbox};
 use crate::streams::group::group_stats;
+use crate::telemetry::error_chain;
 use crate::telemetry::metrics::{
     ACTOR_RESTARTS_TOTAL, CONSUMER_LAG, CONSUMER_OLDEST_PENDING_SECONDS, CONSUMER_PENDING,
     DOMAIN_UP, OUTBOX_BACKLOG,
@@ -297,6 +299,43 @@ impl<D: Domain> Handler<Shutdown> for DomainSupervisor<D> {
     }
 }
 
+/// Rows deleted per pruning statement.
+const PRUNE_BATCH: i64 = 5_000;
+
+/// Deletes applied-input and command records older than `runtime.dedupe_window_seconds`, in
+/// statements of [`PRUNE_BATCH`] rows, each bounded by the commit timeout, for at most half a
+/// stats interval per round (enough to outpace ~100,000 inputs/s; a backlog is caught up over
+/// the following rounds).
+async fn prune_dedupe_records<D: Domain>(ctx: &DomainContext<D>) -> Result<(), StoreError> {
+    let budget = ctx.runtime.stats_interval() / 2;
+    let started = Instant::now();
+    let window = ctx.runtime.dedupe_window_seconds;
+    let mut pruned = 0;
+    loop {
+        let inputs = within(&ctx.db, ctx.commit_timeout, async |conn| {
+            applied::prune(conn, ctx.name(), window, PRUNE_BATCH).await
+        })
+        .await?;
+        let replies = within(&ctx.db, ctx.commit_timeout, async |conn| {
+            commands::prune(conn, ctx.name(), window, PRUNE_BATCH).await
+        })
+        .await?;
+        pruned += inputs + replies;
+        let full = inputs as i64 == PRUNE_BATCH || replies as i64 == PRUNE_BATCH;
+        if !full || started.elapsed() >= budget {
+            break;
+        }
+    }
+    if pruned > 0 {
+        tracing::debug!(
+            domain = ctx.name(),
+            pruned,
+            "pruned records older than the dedupe window"
+        );
+    }
+    Ok(())
+}
+
 async fn measure_once<D: Domain>(
     ctx: &DomainContext<D>,
     bindings: &[Arc<StreamBinding>],
@@ -307,7 +346,6 @@ async fn measure_once<D: Domain>(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     // Redis first: lag and pending matter most while Postgres is down.
-    let mut prune_below = Vec::with_capacity(bindings.len());
     for b in bindings {
         let stats = match group_stats(&mut redis, &b.consumer.stream_key).await {
             Ok(stats) => stats,
@@ -331,22 +369,15 @@ async fn measure_once<D: Domain>(
             .map(|id| now_ms.saturating_sub(id.ms) as f64 / 1000.0)
             .unwrap_or(0.0);
         metrics::gauge!(CONSUMER_OLDEST_PENDING_SECONDS, &labels).set(oldest);
-        // Records of entries older than anything still pending can never match a redelivery.
-        prune_below.push((b, g.oldest_pending.unwrap_or(g.last_delivered.next())));
     }
-    let mut conn = ctx
-        .db
-        .get()
+    prune_dedupe_records(ctx)
         .await
-        .map_err(|e| StoreError::from(e).to_string())?;
-    for (b, oldest_unacked) in prune_below {
-        applied::prune(&mut conn, ctx.name(), &b.name, oldest_unacked)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let backlog = outbox::backlog(&mut conn, ctx.name())
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| error_chain(&e))?;
+    let backlog = within(&ctx.db, ctx.commit_timeout, async |conn| {
+        outbox::backlog(conn, ctx.name()).await
+    })
+    .await
+    .map_err(|e| error_chain(&e))?;
     metrics::gauge!(OUTBOX_BACKLOG, "domain" => ctx.name()).set(backlog as f64);
     Ok(())
 }

@@ -5,6 +5,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde_json::{Map, Value};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::keys::{Limits, Unstorable, json_has_nul, validate_key};
 use super::{Context, Domain, DomainError, Effects, Entity, MalformedEntry};
 
 /// An input applied successfully: the entity's next value and the effects to commit with it.
@@ -14,6 +18,8 @@ pub struct Applied<S> {
     pub entity: Entity<S>,
     /// Events and notifications produced.
     pub effects: Effects,
+    /// The new state as JSON text, checked to be storable and to load back.
+    pub state_json: String,
 }
 
 /// Why an input was not applied. The entity is unchanged in every case.
@@ -25,13 +31,40 @@ pub enum Failure {
     /// The handler panicked.
     #[error("handler panicked: {0}")]
     Panicked(String),
+    /// The handler succeeded but what it produced cannot be stored: a state holding
+    /// `\u0000` or NaN, an emitted event for a key that is not valid.
+    #[error("result cannot be stored: {0}")]
+    Unstorable(String),
+}
+
+impl Failure {
+    /// Whether applying the same input again can only fail the same way: such an input is
+    /// dead-lettered at once instead of being retried.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Failure::Handler(DomainError::Invalid(_)) | Failure::Unstorable(_)
+        )
+    }
+
+    /// Stable reason code for a dead letter of an input that failed this way.
+    pub fn dead_letter_code(&self) -> &'static str {
+        match self {
+            Failure::Handler(DomainError::Invalid(_)) => "invalid",
+            Failure::Unstorable(_) => "unstorable",
+            _ => "max_deliveries",
+        }
+    }
 }
 
 /// The entity key an event applies to ([`Domain::entity_key`]), reusing the envelope's key
-/// when the domain does not route otherwise. `entity_key` is the domain's code: if it panics
-/// (an event lacking the field it routes by, say), the entry is invalid data, not a crash.
+/// when the domain does not route otherwise, and checked against `limits` (a key Postgres
+/// cannot store is refused here, before anything is applied). `entity_key` is the domain's
+/// code: if it panics (an event lacking the field it routes by, say), the entry is invalid
+/// data, not a crash.
 pub fn route<D: Domain>(
     domain: &D,
+    limits: &Limits,
     envelope_key: String,
     event_type: &str,
     event: &D::Event,
@@ -46,7 +79,9 @@ pub fn route<D: Domain>(
         event_type: event_type.to_owned(),
         reason: format!("entity_key panicked: {}", panic_message(payload.as_ref())),
     })?;
-    Ok(routed.unwrap_or(envelope_key))
+    let key = routed.unwrap_or(envelope_key);
+    validate_key(&key, limits.max_key_bytes).map_err(MalformedEntry::InvalidKey)?;
+    Ok(key)
 }
 
 /// Decodes an envelope's `type` and `data` into the domain's event type, checking the type
@@ -73,27 +108,32 @@ pub fn decode_event<D: Domain>(
 /// Applies `event` to a copy of `entity`; the original is untouched whatever happens.
 pub fn apply_event<D: Domain>(
     domain: &D,
+    limits: &Limits,
     key: &str,
     entity: &Entity<D::State>,
     event: D::Event,
 ) -> Result<Applied<D::State>, Failure> {
-    let (applied, ()) = run(key, entity, |state, ctx| domain.handle(state, event, ctx))?;
+    let (applied, ()) = run(limits, key, entity, |state, ctx| {
+        domain.handle(state, event, ctx)
+    })?;
     Ok(applied)
 }
 
 /// Applies `command` to a copy of `entity` and returns the reply with the result.
 pub fn apply_command<D: Domain>(
     domain: &D,
+    limits: &Limits,
     key: &str,
     entity: &Entity<D::State>,
     command: D::Command,
 ) -> Result<(Applied<D::State>, D::Reply), Failure> {
-    run(key, entity, |state, ctx| {
+    run(limits, key, entity, |state, ctx| {
         domain.execute(state, command, ctx)
     })
 }
 
-fn run<S: Clone, R>(
+fn run<S: Clone + Serialize + DeserializeOwned, R>(
+    limits: &Limits,
     key: &str,
     entity: &Entity<S>,
     f: impl FnOnce(&mut S, &mut Context) -> Result<R, DomainError>,
@@ -104,6 +144,15 @@ fn run<S: Clone, R>(
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut state, &mut ctx)))
         .map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;
     let reply = outcome?;
+    let state_json = storable(&state).map_err(|e| Failure::Unstorable(format!("state {e}")))?;
+    let effects = ctx.into_effects();
+    for emitted in &effects.emitted {
+        validate_key(&emitted.key, limits.max_key_bytes).map_err(|e| {
+            Failure::Unstorable(format!("emitted {} for key that {e}", emitted.event_type))
+        })?;
+        validate_key(&emitted.event_type, limits.max_key_bytes)
+            .map_err(|e| Failure::Unstorable(format!("emitted event type {e}")))?;
+    }
     let entity = Entity {
         state,
         version: entity.version + 1,
@@ -111,10 +160,23 @@ fn run<S: Clone, R>(
     Ok((
         Applied {
             entity,
-            effects: ctx.into_effects(),
+            effects,
+            state_json,
         },
         reply,
     ))
+}
+
+/// The state as JSON text, if Postgres can store it and it loads back as it is.
+fn storable<S: Serialize + DeserializeOwned>(state: &S) -> Result<String, Unstorable> {
+    let json = serde_json::to_string(state).map_err(|e| Unstorable::Serialize(e.to_string()))?;
+    if json_has_nul(&json) {
+        return Err(Unstorable::Nul);
+    }
+    // serde_json writes NaN and infinities as `null`, which then fails to load: a state
+    // written so would stop its domain from starting. Loading it back now catches that.
+    serde_json::from_str::<S>(&json).map_err(|e| Unstorable::NoRoundTrip(e.to_string()))?;
+    Ok(json)
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use super::keys::InvalidKey;
+
 /// A decoded stream entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Envelope {
@@ -52,6 +54,20 @@ pub enum MalformedEntry {
     /// The entry was deleted from the stream (trimmed) while pending.
     #[error("entry was deleted from the stream before it was processed")]
     Deleted,
+    /// The entity key (the envelope's, or the one `entity_key` routed to) cannot be stored.
+    #[error("entity key {0}")]
+    InvalidKey(#[source] InvalidKey),
+    /// The envelope id cannot be recorded for deduplication.
+    #[error("envelope id {0}")]
+    InvalidId(#[source] InvalidKey),
+    /// The entry is larger than `runtime.max_entry_bytes`.
+    #[error("entry is {bytes} bytes; at most {max} are accepted")]
+    TooLarge {
+        /// Its size (field names and values).
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl MalformedEntry {
@@ -65,6 +81,9 @@ impl MalformedEntry {
             MalformedEntry::UnknownType(_) => "unknown_type",
             MalformedEntry::InvalidData { .. } => "invalid_data",
             MalformedEntry::Deleted => "deleted",
+            MalformedEntry::InvalidKey(_) => "invalid_key",
+            MalformedEntry::InvalidId(_) => "invalid_id",
+            MalformedEntry::TooLarge { .. } => "too_large",
         }
     }
 }

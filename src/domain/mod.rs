@@ -50,6 +50,7 @@
 
 pub mod apply;
 pub mod envelope;
+pub mod keys;
 pub mod testkit;
 
 use std::borrow::Cow;
@@ -60,6 +61,7 @@ use serde_json::Value;
 
 pub use apply::{Applied, Failure, apply_command, apply_event, decode_event, route};
 pub use envelope::{Envelope, MalformedEntry};
+pub use keys::{InvalidKey, validate_key};
 
 /// A business domain run by Troupe.
 pub trait Domain: Send + Sync + 'static {
@@ -70,8 +72,9 @@ pub trait Domain: Send + Sync + 'static {
     type Event: DeserializeOwned + Send + 'static;
     /// Commands this domain answers from HTTP (use `std::convert::Infallible` for none).
     type Command: Send + 'static;
-    /// The reply to a command.
-    type Reply: Send + 'static;
+    /// The reply to a command. Serializable, because the reply of a command sent with an
+    /// idempotency key is stored with its effects and answered again to a retry.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
 
     /// Unique name: the consumer group, the output stream `<name>.events`, the state rows.
     fn name(&self) -> &'static str;
@@ -169,10 +172,11 @@ pub enum DomainError {
         /// For people.
         message: String,
     },
-    /// The input is not acceptable (HTTP 422; for a stream event: retried, then dead-lettered).
+    /// The input is not acceptable and never will be (HTTP 422; a stream event is
+    /// dead-lettered at once, reason `invalid`).
     #[error("invalid input: {0}")]
     Invalid(String),
-    /// Anything else.
+    /// Anything else, possibly transient (a stream event is retried, then dead-lettered).
     #[error("{0}")]
     Failed(String),
 }

@@ -21,6 +21,7 @@ use super::{
     Domain, Effects, Entity, Failure, MalformedEntry, OtherTypes, apply_command, apply_event,
     decode_event, route,
 };
+use crate::domain::keys::Limits;
 
 /// An event as a test writes it: what a producer would put in the envelope.
 #[derive(Debug, Clone)]
@@ -48,7 +49,8 @@ pub enum TestFailure {
     /// The runtime would dead-letter it at once.
     #[error("malformed: {0}")]
     Malformed(#[from] MalformedEntry),
-    /// The handler failed or panicked; the runtime would retry, then dead-letter it.
+    /// The handler failed or panicked, or its result cannot be stored; the runtime would
+    /// dead-letter it at once if [`Failure::is_permanent`], otherwise retry it first.
     #[error(transparent)]
     Failed(#[from] Failure),
 }
@@ -58,6 +60,7 @@ pub struct TestKit<D: Domain> {
     domain: D,
     handled_types: Vec<String>,
     skips_other_types: bool,
+    limits: Limits,
     entities: BTreeMap<String, Entity<D::State>>,
 }
 
@@ -76,6 +79,7 @@ impl<D: Domain> TestKit<D> {
             domain,
             handled_types,
             skips_other_types,
+            limits: Limits::default(),
             entities: BTreeMap::new(),
         }
     }
@@ -104,9 +108,9 @@ impl<D: Domain> TestKit<D> {
                 }
                 Err(malformed) => return Err(malformed.into()),
             };
-        let key = route(&self.domain, e.key, &e.event_type, &decoded)?;
+        let key = route(&self.domain, &self.limits, e.key, &e.event_type, &decoded)?;
         let current = self.entities.get(&key).cloned().unwrap_or_default();
-        let applied = apply_event(&self.domain, &key, &current, decoded)?;
+        let applied = apply_event(&self.domain, &self.limits, &key, &current, decoded)?;
         self.entities.insert(key, applied.entity);
         Ok(applied.effects)
     }
@@ -118,7 +122,7 @@ impl<D: Domain> TestKit<D> {
         command: D::Command,
     ) -> Result<(D::Reply, Effects), Failure> {
         let current = self.entities.get(key).cloned().unwrap_or_default();
-        let (applied, reply) = apply_command(&self.domain, key, &current, command)?;
+        let (applied, reply) = apply_command(&self.domain, &self.limits, key, &current, command)?;
         self.entities.insert(key.to_owned(), applied.entity);
         Ok((reply, applied.effects))
     }

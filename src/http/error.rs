@@ -15,6 +15,7 @@ use crate::actors::handle::DomainUnavailable;
 use crate::actors::processor::CommandError;
 use crate::domain::DomainError;
 use crate::streams::StreamError;
+use crate::telemetry::error_chain;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,12 @@ pub enum ApiError {
         /// Structured detail, e.g. the result of each readiness check.
         details: Option<Value>,
     },
+    /// The `Idempotency-Key` was used before for a different request.
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    /// A command was submitted but whether it committed is unknown.
+    #[error("the outcome of the command is unknown; retry it with the same Idempotency-Key")]
+    OutcomeUnknown,
     /// Anything else: logged in full, answered as an opaque 500.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -91,6 +98,8 @@ impl ApiError {
             ApiError::Unavailable { code, .. } => code,
             ApiError::Conflict { code, .. } => code,
             ApiError::Unprocessable { .. } => "unprocessable",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::OutcomeUnknown => "outcome_unknown",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -134,7 +143,10 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable { .. } | ApiError::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -151,18 +163,6 @@ impl ResponseError for ApiError {
             },
         })
     }
-}
-
-/// `outer: inner: innermost`, for logging an error with its causes on one line.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl From<JsonPayloadError> for ApiError {
@@ -203,16 +203,27 @@ impl From<CommandError> for ApiError {
             CommandError::Domain(DomainError::Invalid(message)) => {
                 ApiError::Unprocessable { message }
             }
-            CommandError::Domain(DomainError::Failed(message)) | CommandError::Failed(message) => {
-                ApiError::Internal(message.into())
+            CommandError::Unstorable(detail) => {
+                tracing::warn!(error = %detail, "command result cannot be stored");
+                ApiError::Unprocessable {
+                    message: "the command's result cannot be stored (it would hold a NUL character, a NaN or an invalid key)".into(),
+                }
             }
-            CommandError::Unavailable(message) => {
-                tracing::warn!(error = %message, "command not carried out");
+            CommandError::IdempotencyKeyReused(_) => ApiError::IdempotencyKeyReused,
+            e @ CommandError::NotCommitted(_) => {
+                tracing::warn!(error = %error_chain(&e), "command not committed");
                 ApiError::Unavailable {
-                    code: "domain_unavailable",
-                    message,
+                    code: "not_committed",
+                    message: "the command was not carried out; it is safe to retry".into(),
                     details: None,
                 }
+            }
+            e @ CommandError::OutcomeUnknown(_) => {
+                tracing::warn!(error = %error_chain(&e), "command outcome unknown");
+                ApiError::OutcomeUnknown
+            }
+            e @ (CommandError::Domain(DomainError::Failed(_)) | CommandError::Panicked(_)) => {
+                ApiError::Internal(Box::new(e))
             }
         }
     }
@@ -310,9 +321,19 @@ mod tests {
                 "unprocessable",
             ),
             (
-                CommandError::Unavailable("down".into()).into(),
+                CommandError::NotCommitted("pool: connection refused".into()).into(),
                 503,
-                "domain_unavailable",
+                "not_committed",
+            ),
+            (
+                CommandError::OutcomeUnknown("timed out".into()).into(),
+                504,
+                "outcome_unknown",
+            ),
+            (
+                CommandError::IdempotencyKeyReused("k".into()).into(),
+                422,
+                "idempotency_key_reused",
             ),
         ];
         for (error, status, code) in cases {

@@ -39,11 +39,37 @@ impl CheckResult {
     }
 }
 
-/// `GET /health/live`: answers while the process runs.
-#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process runs")))]
+/// `GET /health/live`: 200 while the process runs; 503 once a domain has failed for good
+/// (restart intensity exceeded), so that an orchestrator restarts the process, unless
+/// `health.live_fails_with_domain` is off.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process runs"),
+        (status = 503, description = "A domain has failed for good; restart the process", body = ErrorBody),
+    )
+)]
 #[get("/health/live")]
-pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "alive" }))
+pub async fn live(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.settings.health.live_fails_with_domain {
+        let failed: Vec<&str> = state
+            .domains
+            .statuses()
+            .into_iter()
+            .filter_map(|(name, status)| status.is_err().then_some(name))
+            .collect();
+        if !failed.is_empty() {
+            tracing::error!(domains = ?failed, "not live: domains failed for good");
+            return Err(ApiError::Unavailable {
+                code: "domain_failed",
+                message: format!("failed for good: {}", failed.join(", ")),
+                details: Some(json!({ "failed_domains": failed })),
+            });
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "status": "alive" })))
 }
 
 /// `GET /health/ready`: 200 when Redis and Postgres both answer within

@@ -1,17 +1,17 @@
 //! The inventory API: stock per SKU, read from the inventory domain's in-memory state.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
+use super::idempotency::{IDEMPOTENT_REPLAYED, idempotency};
 use super::{ApiError, AppState};
 use crate::actors::handle::DomainHandle;
-use crate::domain::Entity;
+use crate::domain::{Entity, validate_key};
 use crate::domains::inventory::{Inventory, InventoryCommand, Stock, StockAdjustment};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
-const MAX_SKU_LEN: usize = 128;
 
 /// Stock of one SKU as the API shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -76,14 +76,13 @@ fn inventory(state: &AppState) -> Result<&DomainHandle<Inventory>, ApiError> {
         })
 }
 
-fn valid_sku(sku: &str) -> Result<(), ApiError> {
-    if sku.is_empty() || sku.len() > MAX_SKU_LEN {
-        return Err(ApiError::BadRequest {
-            code: "invalid_path",
-            message: format!("a SKU has 1 to {MAX_SKU_LEN} bytes"),
-        });
-    }
-    Ok(())
+/// A SKU is an entity key: checked here, where it enters, so that nothing Postgres cannot
+/// store reaches a commit.
+fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
+    validate_key(sku, state.settings.runtime.max_key_bytes).map_err(|e| ApiError::BadRequest {
+        code: "invalid_key",
+        message: format!("the SKU {e}"),
+    })
 }
 
 /// `GET /api/v1/inventory/{sku}`: stock of one SKU, from memory.
@@ -94,6 +93,7 @@ fn valid_sku(sku: &str) -> Result<(), ApiError> {
     params(("sku" = String, Path, description = "The SKU")),
     responses(
         (status = 200, description = "Stock of the SKU", body = StockView),
+        (status = 400, description = "The SKU is not a valid key (`invalid_key`: empty, over `runtime.max_key_bytes`, or holding a control character)", body = ErrorBody),
         (status = 404, description = "No input ever touched this SKU", body = ErrorBody),
         (status = 503, description = "The inventory domain is not running", body = ErrorBody),
     )
@@ -104,7 +104,7 @@ pub async fn get_stock(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = sku.into_inner();
-    valid_sku(&sku)?;
+    valid_sku(&state, &sku)?;
     match inventory(&state)?.get(&sku).await? {
         Some(entity) => Ok(HttpResponse::Ok().json(StockView::from_entity(sku, &entity))),
         None => Err(ApiError::NotFound {
@@ -163,31 +163,45 @@ pub struct AdjustmentRequest {
 }
 
 /// `POST /api/v1/inventory/{sku}/adjustments`: adjusts stock through the domain; answers once the
-/// change is committed.
+/// change is committed. With an `Idempotency-Key` header, a retry of the same request returns
+/// the first reply (header `Idempotent-Replayed: true`) and applies nothing.
 #[utoipa::path(
     post,
     path = "/api/v1/inventory/{sku}/adjustments",
     tag = "inventory",
-    params(("sku" = String, Path, description = "The SKU")),
+    params(
+        ("sku" = String, Path, description = "The SKU"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a request with a key used before gets the stored reply of the first one (same status and body) and applies nothing; the same key with a different request is a 422. Keys are kept for `runtime.dedupe_window_seconds`."),
+    ),
     request_body = AdjustmentRequest,
     responses(
         (status = 200, description = "Committed; the new stock", body = StockView),
-        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 400, description = "Malformed body, or invalid SKU or Idempotency-Key (`invalid_key`, `invalid_idempotency_key`)", body = ErrorBody),
         (status = 413, description = "Body over http.json_limit_bytes", body = ErrorBody),
-        (status = 422, description = "Refused by the domain", body = ErrorBody),
-        (status = 503, description = "Not committed (database down, domain failed)", body = ErrorBody),
+        (status = 422, description = "Refused by the domain, or the Idempotency-Key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 503, description = "Not committed, nothing took effect (`not_committed`, `domain_unavailable`): safe to retry", body = ErrorBody),
+        (status = 504, description = "Outcome unknown (`outcome_unknown`): the command may have committed; retry with the same Idempotency-Key", body = ErrorBody),
     )
 )]
 #[post("/api/v1/inventory/{sku}/adjustments")]
 pub async fn adjust_stock(
     state: web::Data<AppState>,
+    req: HttpRequest,
     sku: web::Path<String>,
     body: web::Json<AdjustmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = sku.into_inner();
-    valid_sku(&sku)?;
-    let AdjustmentRequest { delta, warehouse } = body.into_inner();
+    valid_sku(&state, &sku)?;
+    let body = body.into_inner();
+    let idempotency = idempotency(&state, &req, &body)?;
+    let AdjustmentRequest { delta, warehouse } = body;
     let command = InventoryCommand::Adjust(StockAdjustment { delta, warehouse });
-    let committed = inventory(&state)?.execute(&sku, command).await?;
-    Ok(HttpResponse::Ok().json(StockView::new(sku, &committed.reply, committed.version)))
+    let committed = inventory(&state)?
+        .execute(&sku, command, idempotency)
+        .await?;
+    let mut response = HttpResponse::Ok();
+    if committed.replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    Ok(response.json(StockView::new(sku, &committed.reply, committed.version)))
 }

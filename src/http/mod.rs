@@ -5,6 +5,7 @@
 pub mod dead_letters;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod inventory;
 pub mod metrics;
 pub mod openapi;

@@ -1,94 +1,63 @@
-//! Records of applied stream entries, for recognising redeliveries after a crash between
-//! commit and acknowledgement.
+//! Records of applied inputs, by envelope id, for exactly-once processing that does not trust
+//! Redis's memory: an input whose id is recorded is acknowledged without being applied.
+//!
+//! The record is written in the unit's own transaction with one `INSERT … ON CONFLICT DO
+//! NOTHING`, which also reports the ids that were already there; the caller then rolls the
+//! unit back and redoes it without them. The common path costs no extra round trip.
 
-use std::collections::HashSet;
-
-use diesel::prelude::*;
-use diesel::sql_types::{Array, Text};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, Int8, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::StoreError;
-use super::schema::troupe_applied_batch as t;
-use crate::streams::entry::EntryId;
 
-/// Records that a batch applied `ids` from `stream`.
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+/// Records `ids` as applied by `domain`; returns those that were recorded already (by an
+/// earlier unit), which the caller must not apply: roll back and redo without them.
 pub async fn record(
     conn: &mut AsyncPgConnection,
     domain: &str,
-    stream: &str,
-    ids: &[EntryId],
-) -> Result<(), StoreError> {
-    let Some(max) = ids.iter().max() else {
-        return Ok(());
-    };
-    let to_i64 = |v: u64| {
-        i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("stream id {max} out of range")))
-    };
-    diesel::insert_into(t::table)
-        .values((
-            t::domain.eq(domain),
-            t::stream.eq(stream),
-            t::entry_ids.eq(ids.iter().map(ToString::to_string).collect::<Vec<_>>()),
-            t::max_id_ms.eq(to_i64(max.ms)?),
-            t::max_id_seq.eq(to_i64(max.seq)?),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Which of `ids` were already applied by a committed batch.
-pub async fn already_applied(
-    conn: &mut AsyncPgConnection,
-    domain: &str,
-    stream: &str,
-    ids: &[EntryId],
-) -> Result<HashSet<EntryId>, StoreError> {
+    ids: &[&str],
+) -> Result<Vec<String>, StoreError> {
     if ids.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(Vec::new());
     }
-    let wanted: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = Text)]
-        id: String,
-    }
-    let found: Vec<Found> = diesel::sql_query(
-        "SELECT DISTINCT x AS id FROM troupe_applied_batch, UNNEST(entry_ids) AS x \
-         WHERE domain = $1 AND stream = $2 AND entry_ids && $3::text[] AND x = ANY($3::text[])",
+    let already: Vec<Id> = diesel::sql_query(
+        "WITH wanted AS (SELECT x FROM UNNEST($2::text[]) AS x), \
+         inserted AS ( \
+           INSERT INTO troupe_applied_input (domain, input_id) SELECT $1, x FROM wanted \
+           ON CONFLICT DO NOTHING RETURNING input_id) \
+         SELECT x AS id FROM wanted WHERE x NOT IN (SELECT input_id FROM inserted)",
     )
     .bind::<Text, _>(domain)
-    .bind::<Text, _>(stream)
-    .bind::<Array<Text>, _>(&wanted)
+    .bind::<Array<Text>, _>(ids)
     .load(conn)
     .await?;
-    found
-        .into_iter()
-        .map(|f| f.id.parse().map_err(StoreError::Corrupt))
-        .collect()
+    Ok(already.into_iter().map(|r| r.id).collect())
 }
 
-/// Deletes records whose newest entry is older than `oldest_unacked`: such entries were all
-/// acknowledged and can never be redelivered.
+/// Deletes up to `limit` of `domain`'s records older than `window_seconds`; returns how many.
+/// Called repeatedly, so each call is one bounded statement.
 pub async fn prune(
     conn: &mut AsyncPgConnection,
     domain: &str,
-    stream: &str,
-    oldest_unacked: EntryId,
+    window_seconds: u64,
+    limit: i64,
 ) -> Result<usize, StoreError> {
-    let ms = i64::try_from(oldest_unacked.ms).unwrap_or(i64::MAX);
-    let seq = i64::try_from(oldest_unacked.seq).unwrap_or(i64::MAX);
-    let deleted = diesel::delete(
-        t::table
-            .filter(t::domain.eq(domain))
-            .filter(t::stream.eq(stream))
-            .filter(
-                t::max_id_ms
-                    .lt(ms)
-                    .or(t::max_id_ms.eq(ms).and(t::max_id_seq.lt(seq))),
-            ),
+    let window = i64::try_from(window_seconds).unwrap_or(i64::MAX);
+    Ok(diesel::sql_query(
+        "DELETE FROM troupe_applied_input WHERE ctid = ANY(ARRAY( \
+           SELECT ctid FROM troupe_applied_input \
+           WHERE domain = $1 AND applied_at < now() - make_interval(secs => $2::float8) LIMIT $3))",
     )
+    .bind::<Text, _>(domain)
+    .bind::<Int8, _>(window)
+    .bind::<Int8, _>(limit)
     .execute(conn)
-    .await?;
-    Ok(deleted)
+    .await?)
 }

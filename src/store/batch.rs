@@ -1,40 +1,49 @@
-//! The unit of work: everything one processed batch changes, committed in one transaction.
+//! The unit of work: everything one processed batch (or one command) changes, committed in
+//! one transaction.
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
+use super::commands::{self, CommandRecord};
 use super::entities::{self, EntityWrite};
 use super::outbox::{self, NewOutboxEvent};
 use super::{StoreError, applied};
-use crate::streams::entry::EntryId;
 
-/// What one batch commits.
+/// What one unit of work commits.
 #[derive(Debug, Default)]
 pub struct BatchCommit<'a> {
     /// The consuming domain.
     pub domain: &'a str,
-    /// The input stream (logical name), when the batch came from one.
-    pub stream: Option<&'a str>,
-    /// Input entries applied by this batch.
-    pub applied: Vec<EntryId>,
-    /// New states of the entities the batch changed.
+    /// Envelope ids of the inputs applied by this unit, recorded for deduplication.
+    pub applied: Vec<&'a str>,
+    /// The idempotency record of a command, stored with its effects.
+    pub command: Option<CommandRecord>,
+    /// New states of the entities the unit changed.
     pub entities: Vec<EntityWrite>,
     /// Output stream (logical name) for `events`.
     pub output_stream: &'a str,
-    /// Events emitted by the batch.
+    /// Events emitted by the unit.
     pub events: Vec<NewOutboxEvent>,
 }
 
-/// Writes states, the applied-input record and the emitted events atomically.
-#[tracing::instrument(skip_all, fields(domain = batch.domain, entries = batch.applied.len(), entities = batch.entities.len(), events = batch.events.len()))]
+/// Writes the applied-input records, states and emitted events atomically. Inputs recorded
+/// already roll everything back with [`StoreError::AlreadyApplied`] naming them.
+#[tracing::instrument(skip_all, fields(domain = batch.domain, inputs = batch.applied.len(), entities = batch.entities.len(), events = batch.events.len()))]
 pub async fn commit(
     conn: &mut AsyncPgConnection,
     batch: &BatchCommit<'_>,
 ) -> Result<(), StoreError> {
     conn.transaction::<_, StoreError, _>(async |tx| {
-        entities::upsert(tx, batch.domain, &batch.entities).await?;
-        if let Some(stream) = batch.stream {
-            applied::record(tx, batch.domain, stream, &batch.applied).await?;
+        // First, so a duplicate costs as little as possible before the rollback.
+        let already = applied::record(tx, batch.domain, &batch.applied).await?;
+        if !already.is_empty() {
+            return Err(StoreError::AlreadyApplied(already));
         }
+        if let Some(command) = &batch.command
+            && !commands::record(tx, batch.domain, command).await?
+        {
+            return Err(StoreError::AlreadyApplied(vec![command.key.clone()]));
+        }
+        entities::upsert(tx, batch.domain, &batch.entities).await?;
         outbox::append(tx, batch.domain, batch.output_stream, &batch.events).await?;
         Ok(())
     })

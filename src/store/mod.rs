@@ -6,6 +6,7 @@
 
 pub mod applied;
 pub mod batch;
+pub mod commands;
 pub mod entities;
 pub mod migrations;
 pub mod outbox;
@@ -45,6 +46,10 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    /// Inputs (envelope ids, or a command's idempotency key) were applied by an earlier unit;
+    /// the unit was rolled back and must be redone without them.
+    #[error("{} inputs were already applied", .0.len())]
+    AlreadyApplied(Vec<String>),
 }
 
 /// Messages of Postgres errors that mean the server is shutting down, starting or recovering.
@@ -56,7 +61,52 @@ const SERVER_UNAVAILABLE: &[&str] = &[
     "the database system is not yet accepting connections",
 ];
 
+/// Messages of Postgres errors caused by the data a statement carried: the same statement fails
+/// the same way every time, so retrying the unit cannot help, isolating the input can.
+const DATA_REFUSED: &[&str] = &[
+    "invalid byte sequence",
+    "index row size",
+    "index row requires",
+    "value too long",
+    "unsupported Unicode escape sequence",
+    "invalid input syntax",
+    "out of range",
+    "numeric field overflow",
+    "string too long",
+];
+
 impl StoreError {
+    /// Whether the statement was refused for the data it carried (a constraint, an encoding,
+    /// a size): committing the same unit again fails the same way, so the runtime isolates the
+    /// offending input instead of retrying.
+    pub fn is_deterministic(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind as Kind, Error};
+        match self {
+            StoreError::Query(Error::DatabaseError(kind, info)) => match kind {
+                Kind::UniqueViolation
+                | Kind::ForeignKeyViolation
+                | Kind::NotNullViolation
+                | Kind::CheckViolation
+                | Kind::RestrictViolation
+                | Kind::ExclusionViolation => true,
+                Kind::Unknown => {
+                    let message = info.message();
+                    DATA_REFUSED.iter().any(|m| message.contains(m))
+                }
+                _ => false,
+            },
+            StoreError::Query(Error::SerializationError(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether a commit that failed this way may have landed all the same: it timed out, or
+    /// the connection broke while the server was answering. A failure to get a connection, or
+    /// a statement the server refused, leaves nothing committed.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.is_outage() && !matches!(self, StoreError::Pool(_) | StoreError::Connect(_))
+    }
+
     /// Whether Postgres is unreachable or not answering (as opposed to refusing a statement):
     /// something to wait out, not a fault of the actor.
     pub fn is_outage(&self) -> bool {
@@ -121,5 +171,25 @@ mod tests {
         assert!(!database_error(UniqueViolation, "duplicate key value").is_outage());
         assert!(!StoreError::StaleEntities { stale: 1, of: 2 }.is_outage());
         assert!(!StoreError::Corrupt("bad json".into()).is_outage());
+    }
+
+    #[test]
+    fn refused_data_is_deterministic_an_outage_or_a_conflict_is_not() {
+        let database_error = |kind, message: &str| {
+            StoreError::Query(diesel::result::Error::DatabaseError(
+                kind,
+                Box::new(message.to_owned()),
+            ))
+        };
+        use diesel::result::DatabaseErrorKind::{CheckViolation, SerializationFailure, Unknown};
+        let nul = "invalid byte sequence for encoding \"UTF8\": 0x00";
+        assert!(database_error(Unknown, nul).is_deterministic());
+        assert!(database_error(CheckViolation, "violates check constraint").is_deterministic());
+        assert!(!database_error(SerializationFailure, "could not serialize").is_deterministic());
+        assert!(!database_error(Unknown, "deadlock detected").is_deterministic());
+        let shutdown = "terminating connection due to administrator command";
+        assert!(!database_error(Unknown, shutdown).is_deterministic());
+        assert!(!StoreError::Timeout(Duration::from_secs(1)).is_deterministic());
+        assert!(!StoreError::StaleEntities { stale: 1, of: 2 }.is_deterministic());
     }
 }

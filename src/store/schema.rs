@@ -17,26 +17,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Entries applied by committed batches, kept until they can no longer be redelivered.
-    troupe_applied_batch (id) {
-        /// Batch id.
-        id -> Int8,
-        /// Consuming domain.
-        domain -> Text,
-        /// Stream the entries came from.
-        stream -> Text,
-        /// Stream entry ids.
-        entry_ids -> Array<Text>,
-        /// Millisecond part of the newest entry id.
-        max_id_ms -> Int8,
-        /// Sequence part of the newest entry id.
-        max_id_seq -> Int8,
-        /// Commit time.
-        committed_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
     /// Emitted events waiting to be published.
     troupe_outbox (seq) {
         /// Publication order.
@@ -60,8 +40,4 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(
-    troupe_entity_state,
-    troupe_applied_batch,
-    troupe_outbox
-);
+diesel::allow_tables_to_appear_in_same_query!(troupe_entity_state, troupe_outbox);

@@ -58,6 +58,15 @@ pub struct StreamEntry {
 }
 
 impl StreamEntry {
+    /// Its size: field names and values, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.fields
+            .iter()
+            .flatten()
+            .map(|(k, v)| k.len() + v.len())
+            .sum()
+    }
+
     /// Field pairs as `(&str, &[u8])`, for [`crate::domain::Envelope::from_fields`].
     pub fn field_pairs(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.fields

@@ -33,3 +33,15 @@ pub fn init_tracing(settings: &TelemetrySettings) -> bool {
             .is_ok(),
     }
 }
+
+/// `outer: inner: innermost`, for logging an error with its causes on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

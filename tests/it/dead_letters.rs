@@ -262,9 +262,9 @@ async fn an_entry_deleted_while_pending_on_a_dead_consumer_is_dead_lettered_when
 }
 
 #[actix_web::test]
-async fn a_failing_handler_is_retried_then_dead_lettered_while_everything_else_applies() {
+async fn an_invalid_input_is_dead_lettered_at_once_while_everything_else_applies() {
     let app = spawn_app().await;
-    // The second adjustment overflows on_hand: a handler error on every delivery.
+    // The second adjustment overflows on_hand: `DomainError::Invalid`, which no retry can fix.
     app.write_adjustments(&[
         Adjustment {
             id: "p1".into(),
@@ -297,8 +297,8 @@ async fn a_failing_handler_is_retried_then_dead_lettered_while_everything_else_a
     .await;
     let letter = &dead_letters(&app).await[0];
     assert_eq!(letter["fields"]["id"], "p2");
-    assert_eq!(letter["fields"]["dlq_reason"], "max_deliveries");
-    assert_eq!(letter["fields"]["dlq_deliveries"], "5");
+    assert_eq!(letter["fields"]["dlq_reason"], "invalid");
+    assert_eq!(letter["fields"]["dlq_deliveries"], "1", "not retried");
     assert!(
         letter["fields"]["dlq_error"]
             .as_str()
@@ -322,8 +322,8 @@ async fn a_failing_handler_is_retried_then_dead_lettered_while_everything_else_a
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert!(
-        restarts >= 4.0,
-        "each failed delivery restarts the reader: {restarts}\n{metrics}"
+    assert_eq!(
+        restarts, 0.0,
+        "a bad input restarts nothing: {restarts}\n{metrics}"
     );
 }
