@@ -5,14 +5,17 @@
 
 mod helpers;
 
+mod commands;
 mod config;
 mod crashes;
 mod dead_letters;
+mod dedupe;
 mod health;
 mod http_telemetry;
 mod inventory;
 mod migrations;
 mod outages;
+mod poison;
 mod routing;
 mod stale_state;
 mod supervision;

@@ -1,90 +1,11 @@
 //! Postgres or Redis going away mid-stream: no loss, no duplicates, and processing resumes by
 //! itself once the server is back, without restarting the service.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::helpers::oracle::{Expected, STREAM, adjustments, assert_totals, write};
 use crate::helpers::redis_server::RedisServer;
-use crate::helpers::{Adjustment, AppOptions, TestApp, eventually, spawn_app_with};
-
-const STREAM: &str = "inventory.adjustments";
-
-/// What the inputs so far must produce: per SKU (on_hand, version), and how many events
-/// inventory emits (one each time a SKU's available stock crosses zero).
-#[derive(Default)]
-struct Expected {
-    skus: HashMap<String, (i64, i64)>,
-    emitted: u64,
-}
-
-fn adjustments(from: usize, to: usize, expected: &mut Expected) -> Vec<(String, String, i64)> {
-    (from..to)
-        .map(|i| {
-            let sku = format!("O{:02}", i % 40);
-            let delta = [3, -1, -1, -2, 2, -3, 1][(i / 40) % 7];
-            let e = expected.skus.entry(sku.clone()).or_default();
-            let was = e.0 > 0;
-            e.0 += delta;
-            e.1 += 1;
-            if was != (e.0 > 0) {
-                expected.emitted += 1;
-            }
-            (format!("o{i}"), sku, delta)
-        })
-        .collect()
-}
-
-async fn write(app: &TestApp, batch: &[(String, String, i64)]) {
-    let list: Vec<Adjustment> = batch
-        .iter()
-        .map(|(id, sku, delta)| Adjustment {
-            id: id.clone(),
-            sku,
-            delta: *delta,
-        })
-        .collect();
-    app.write_adjustments(&list).await;
-}
-
-async fn assert_totals(app: &TestApp, expected: &Expected, total: i64) {
-    eventually(
-        Duration::from_secs(60),
-        "every entry applied once and acknowledged",
-        || async {
-            app.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
-                .await
-                == total
-                && app.pending(STREAM, "inventory").await == 0
-        },
-    )
-    .await;
-    eventually(
-        Duration::from_secs(30),
-        "every emitted event published exactly once",
-        || async { app.xlen("inventory.events").await == expected.emitted },
-    )
-    .await;
-    // And not more, a moment later (a relay re-sending after the outage would show here).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(app.xlen("inventory.events").await, expected.emitted);
-    assert!(expected.emitted > 100, "the load emits events");
-    for (sku, (on_hand, version)) in &expected.skus {
-        let body: serde_json::Value = app
-            .get(&format!("/api/v1/inventory/{sku}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(
-            (
-                body["on_hand"].as_i64().unwrap(),
-                body["version"].as_i64().unwrap()
-            ),
-            (*on_hand, *version),
-            "{sku}"
-        );
-    }
-}
+use crate::helpers::{AppOptions, eventually, spawn_app_with};
 
 /// An outage restarts readers and relay many times over (backoff 20 to 500 ms); none of those
 /// restarts may count toward the intensity limit, or the domain would fail for good.

@@ -2,6 +2,7 @@
 
 pub mod child;
 pub mod database;
+pub mod oracle;
 pub mod proxy;
 pub mod redis_server;
 pub mod streams;

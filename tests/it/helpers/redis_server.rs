@@ -41,6 +41,31 @@ impl RedisServer {
 
     /// Starts (again) on the same port and data directory, and waits until it answers.
     pub async fn restart(&mut self) {
+        self.start_with_aof(true).await;
+    }
+
+    /// Writes a snapshot (`SAVE`) of the data as it is now.
+    pub async fn save(&self) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("SAVE")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    /// Kills the server and starts it from the last [`Self::save`] snapshot, its append-only
+    /// file thrown away: Redis comes back behind what clients were told, as after a restore
+    /// from a backup or a failover to a replica that lagged.
+    pub async fn restart_from_snapshot(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join("appendonlydir"));
+        self.start_with_aof(false).await;
+    }
+
+    async fn start_with_aof(&mut self, aof: bool) {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -50,7 +75,8 @@ impl RedisServer {
                 "--save",
                 "",
             ])
-            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .args(["--appendonly", if aof { "yes" } else { "no" }])
+            .args(["--appendfsync", "everysec"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())

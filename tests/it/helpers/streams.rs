@@ -88,6 +88,32 @@ impl Isolation {
             .unwrap()
     }
 
+    /// Envelope ids of every entry on `inventory.events`, in stream order.
+    pub async fn output_event_ids(&self) -> Vec<String> {
+        let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+            redis::cmd("XRANGE")
+                .arg(self.key("inventory.events"))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut self.redis().await)
+                .await
+                .unwrap();
+        entries
+            .into_iter()
+            .map(|(_, mut fields)| fields.remove("id").unwrap_or_default())
+            .collect()
+    }
+
+    /// XADDs raw field/value pairs, values as bytes (for values that are not UTF-8).
+    pub async fn xadd_bytes(&self, stream: &str, fields: &[(&str, &[u8])]) -> String {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.key(stream)).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.query_async(&mut self.redis().await).await.unwrap()
+    }
+
     /// A direct connection to the test's database.
     pub async fn db(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(&self.database.url)

@@ -1,0 +1,287 @@
+//! No input can stall a domain: keys, ids, sizes and states that Postgres could not store are
+//! refused where they enter or fail only their own input, and everything else goes on.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use troupe::actors::runtime::start_domain;
+use troupe::domain::{Context, Domain, DomainError, Subscription};
+use troupe::streams::RedisClients;
+
+use crate::helpers::oracle::{Expected, STREAM, adjustments, assert_applied, write};
+use crate::helpers::{AppOptions, TestApp, eventually, spawn_app, spawn_app_with};
+
+const DLQ: &str = "inventory.adjustments.dlq";
+
+async fn adjust(app: &TestApp, sku_path: &str) -> reqwest::Response {
+    app.client
+        .post(format!(
+            "{}/api/v1/inventory/{sku_path}/adjustments",
+            app.address
+        ))
+        .json(&json!({"delta": 1, "warehouse": "w"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Dead-letter reasons on a dead-letter stream, oldest first.
+async fn reasons(app: &TestApp, dlq: &str) -> Vec<String> {
+    let entries: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(app.key(dlq))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut app.redis().await)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, mut f)| {
+            String::from_utf8_lossy(&f.remove("dlq_reason").unwrap_or_default()).into_owned()
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn keys_postgres_cannot_store_are_refused_at_the_http_edge_and_writes_go_on() {
+    let app = spawn_app().await;
+    let long = "K".repeat(3_000);
+    for path in [
+        "%00",
+        "a%00b",
+        "line%0Abreak",
+        "%7F",
+        long.as_str(),
+        &"k".repeat(257),
+    ] {
+        let res = adjust(&app, path).await;
+        assert_eq!(res.status(), 400, "{path:.20}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_key", "{body}");
+        let get = app.get(&format!("/api/v1/inventory/{path}")).await;
+        assert_eq!(get.status(), 400, "GET {path:.20}");
+    }
+    let limit = "k".repeat(256);
+    assert_eq!(
+        adjust(&app, &limit).await.status(),
+        200,
+        "256 bytes is the limit"
+    );
+    assert_eq!(
+        adjust(&app, "SKU-%C3%A9").await.status(),
+        200,
+        "UTF-8 is fine"
+    );
+    for _ in 0..3 {
+        assert_eq!(adjust(&app, "SKU-1").await.status(), 200);
+    }
+    let sku: Value = app
+        .get("/api/v1/inventory/SKU-1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (sku["on_hand"].as_i64(), sku["version"].as_i64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+}
+
+#[actix_web::test]
+async fn poison_entries_are_dead_lettered_with_their_reason_and_the_rest_applies() {
+    // Small byte limits: a 2 KB entry is too large, and each read splits into many units.
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| {
+            s.runtime.max_entry_bytes = 1_024;
+            s.runtime.max_unit_bytes = 4_096;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let mut expected = Expected::default();
+    write(&app, &adjustments(0, 500, &mut expected)).await;
+    let data = r#"{"delta":1,"warehouse":"w"}"#;
+    // Over runtime.max_key_bytes (256), under the entry limit.
+    let long_key = "K".repeat(300);
+    let poison: [(&str, &str, String); 4] = [
+        ("p-nul-key", "bad\u{0}key", data.into()),
+        ("p-long-key", &long_key, data.into()),
+        ("p-nul-id\u{0}", "O01", data.into()),
+        (
+            "p-large",
+            "O02",
+            format!(r#"{{"delta":1,"warehouse":"{}"}}"#, "w".repeat(2_000)),
+        ),
+    ];
+    for (id, key, data) in &poison {
+        app.xadd(
+            STREAM,
+            &[
+                ("id", id),
+                ("type", "stock.adjusted"),
+                ("key", key),
+                ("data", data),
+            ],
+        )
+        .await;
+    }
+    app.xadd_bytes(
+        STREAM,
+        &[
+            ("id", b"p-not-utf8"),
+            ("type", b"stock.adjusted"),
+            ("key", b"\xff\xfe"),
+            ("data", data.as_bytes()),
+        ],
+    )
+    .await;
+    write(&app, &adjustments(500, 1_000, &mut expected)).await;
+
+    assert_applied(&app, &expected, 1_000).await;
+    let mut got = reasons(&app, DLQ).await;
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "invalid_id",
+            "invalid_key",
+            "invalid_key",
+            "not_utf8",
+            "too_large"
+        ]
+    );
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+}
+
+#[actix_web::test]
+async fn a_unit_postgres_refuses_is_split_until_the_input_responsible_is_dead_lettered() {
+    let app = spawn_app().await;
+    // A rule the runtime cannot know about: Postgres refuses any commit that writes POISON.
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "ALTER TABLE troupe_entity_state ADD CONSTRAINT no_poison CHECK (key <> 'POISON')",
+        ),
+        &mut app.db().await,
+    )
+    .await
+    .unwrap();
+    let mut expected = Expected::default();
+    write(&app, &adjustments(0, 300, &mut expected)).await;
+    app.xadd(
+        STREAM,
+        &[
+            ("id", "poison"),
+            ("type", "stock.adjusted"),
+            ("key", "POISON"),
+            ("data", r#"{"delta":1,"warehouse":"w"}"#),
+        ],
+    )
+    .await;
+    write(&app, &adjustments(300, 600, &mut expected)).await;
+
+    assert_applied(&app, &expected, 600).await;
+    assert_eq!(reasons(&app, DLQ).await, ["commit_refused"]);
+    assert_eq!(app.get("/api/v1/inventory/POISON").await.status(), 404);
+}
+
+/// Keeps a note per key; its state takes whatever text and ratio the events produce.
+struct Notes;
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Note {
+    text: String,
+    ratio: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", content = "data")]
+enum NoteEvent {
+    #[serde(rename = "note.set")]
+    Set { text: String, divide_by: f64 },
+}
+
+impl Domain for Notes {
+    type State = Note;
+    type Event = NoteEvent;
+    type Command = std::convert::Infallible;
+    type Reply = ();
+
+    fn name(&self) -> &'static str {
+        "notes"
+    }
+
+    fn subscriptions(&self) -> Vec<Subscription> {
+        vec![Subscription::new("notes.input", &["note.set"])]
+    }
+
+    fn handle(
+        &self,
+        note: &mut Note,
+        event: NoteEvent,
+        _: &mut Context,
+    ) -> Result<(), DomainError> {
+        let NoteEvent::Set { text, divide_by } = event;
+        note.ratio = (text.len() as f64 - 1.0) / divide_by; // 0/0: NaN
+        note.text = text;
+        Ok(())
+    }
+
+    fn execute(
+        &self,
+        _: &mut Note,
+        command: Self::Command,
+        _: &mut Context,
+    ) -> Result<(), DomainError> {
+        match command {}
+    }
+}
+
+#[actix_web::test]
+async fn a_state_postgres_cannot_store_fails_only_the_input_that_produced_it() {
+    let app = spawn_app().await;
+    let redis = RedisClients::connect(&app.settings.redis).await.unwrap();
+    let notes = start_domain(Notes, &app.settings, &redis).await.unwrap();
+    let inputs = [
+        ("n1", "N", r#"{"text":"first","divide_by":1}"#),
+        ("n2", "N", r#"{"text":"nul \u0000 inside","divide_by":1}"#),
+        ("n3", "N", r#"{"text":"x","divide_by":0}"#),
+        ("n4", "N", r#"{"text":"last","divide_by":2}"#),
+        ("m1", "M", r#"{"text":"other key","divide_by":1}"#),
+    ];
+    for (id, key, data) in inputs {
+        app.xadd(
+            "notes.input",
+            &[
+                ("id", id),
+                ("type", "note.set"),
+                ("key", key),
+                ("data", data),
+            ],
+        )
+        .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "both poison inputs dead-lettered, nothing pending",
+        || async {
+            app.xlen("notes.input.dlq").await == 2 && app.pending("notes.input", "notes").await == 0
+        },
+    )
+    .await;
+    assert_eq!(
+        reasons(&app, "notes.input.dlq").await,
+        ["unstorable", "unstorable"]
+    );
+    let n = notes.handle.get("N").await.unwrap().unwrap();
+    assert_eq!((n.state.text.as_str(), n.version), ("last", 2));
+    assert_eq!(n.state.ratio, 1.5);
+    let m = notes.handle.get("M").await.unwrap().unwrap();
+    assert_eq!(m.version, 1);
+    let stored = app
+        .sql_i64("SELECT count(*)::int8 AS v FROM troupe_entity_state WHERE domain = 'notes'")
+        .await;
+    assert_eq!(stored, 2);
+    notes.abort();
+}
