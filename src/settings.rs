@@ -84,6 +84,12 @@ pub struct RuntimeSettings {
     pub relay_interval_ms: u64,
     /// Output stream entries older than this are trimmed, unless a group still needs them.
     pub output_retention_seconds: u64,
+    /// Published outbox rows are kept this long, so events Redis loses after they were
+    /// published can be published again. Keep it within the consumers' dedupe window.
+    pub outbox_retention_seconds: u64,
+    /// Wait for Redis to write published events to its append-only file (`WAITAOF`) before
+    /// recording them as published, where Redis supports it (7.2 and later, `appendonly yes`).
+    pub relay_wait_aof: bool,
     /// How often consumer lag, pending counts and the outbox backlog are measured.
     pub stats_interval_ms: u64,
     /// First restart delay of a failed actor.
@@ -122,7 +128,7 @@ pub enum CrashPoint {
     AfterRead,
     /// After a batch committed to Postgres, before its entries were acknowledged.
     AfterCommitBeforeAck,
-    /// After the relay published events, before it deleted them from the outbox.
+    /// After the relay published events, before it recorded them as published.
     AfterPublishBeforeMark,
 }
 
@@ -334,6 +340,10 @@ impl Settings {
             (
                 "runtime.output_retention_seconds",
                 self.runtime.output_retention_seconds,
+            ),
+            (
+                "runtime.outbox_retention_seconds",
+                self.runtime.outbox_retention_seconds,
             ),
             ("runtime.stats_interval_ms", self.runtime.stats_interval_ms),
             (

@@ -1,5 +1,7 @@
 //! The outbox relay: publishes committed events from Postgres to the domain's output stream,
-//! exactly once (see [`crate::streams::outbox_relay`]), and trims that stream.
+//! exactly once (see [`crate::streams::outbox_relay`]), publishes them again when Redis comes
+//! back behind, waits for Redis's append-only file where it can (`WAITAOF`), and trims that
+//! stream on a timer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +16,18 @@ use super::context::DomainContext;
 use super::supervisor::{Child, ChildExited};
 use crate::domain::Domain;
 use crate::settings::CrashPoint;
+use crate::store::pool::within;
 use crate::store::{StoreError, outbox};
 use crate::streams::StreamError;
 use crate::streams::entry::EntryId;
-use crate::streams::outbox_relay::{publish, trim};
-use crate::telemetry::metrics::OUTBOX_PUBLISHED_TOTAL;
+use crate::streams::outbox_relay::{
+    Marker, Published, Reconcile, probe_waitaof, publish, read_marker, reconcile, set_marker, trim,
+    wait_aof,
+};
+use crate::telemetry::error_chain;
+use crate::telemetry::metrics::{
+    OUTBOX_PUBLISHED_TOTAL, OUTBOX_REPUBLISHED_TOTAL, RELAY_RECONCILED_TOTAL,
+};
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +38,13 @@ pub enum RelayError {
     /// Redis failed.
     #[error(transparent)]
     Streams(#[from] StreamError),
+    /// Redis did not confirm within the timeout that published events reached its
+    /// append-only file; they are not recorded as published and go out again.
+    #[error("Redis did not write the published events to its append-only file in time")]
+    NotDurable,
+    /// Redis's marker kept moving under the relay (another relay of the same domain?).
+    #[error("the relay marker moved again right after reconciling; is a second relay running?")]
+    MarkerUnstable,
 }
 
 impl RelayError {
@@ -37,6 +53,8 @@ impl RelayError {
         match self {
             RelayError::Store(e) => e.is_outage(),
             RelayError::Streams(e) => e.is_outage(),
+            RelayError::NotDurable => true,
+            RelayError::MarkerUnstable => false,
         }
     }
 }
@@ -98,6 +116,26 @@ impl<D: Domain> Handler<StopRelaying> for Relay<D> {
 
 const TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What one relay round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// Nothing waits to be published.
+    Idle,
+    /// Published this many events (and recorded them as published).
+    Published(usize),
+    /// Redis's marker was not where expected; the relay reconciled it with the outbox.
+    Reconciled,
+}
+
+/// The relay's view of where publication stands.
+#[derive(Debug, Clone)]
+pub struct RelayPosition {
+    /// The marker Redis should hold: the last event recorded as published.
+    pub expected: Marker,
+    /// Whether to wait for Redis's append-only file after each publication.
+    pub wait_aof: bool,
+}
+
 async fn run<D: Domain>(
     ctx: Arc<DomainContext<D>>,
     stop: Arc<AtomicBool>,
@@ -112,11 +150,26 @@ async fn relay_loop<D: Domain>(
     stop: &AtomicBool,
     progressed: &mut bool,
 ) -> Result<(), RelayError> {
+    let mut position = start(ctx).await?;
     let mut last_trim = Instant::now();
     loop {
-        // Publish until the outbox is empty, then wait for a commit or the interval.
-        while relay_once(ctx).await? > 0 {
-            *progressed = true;
+        // Publish until the outbox is empty, then wait for a commit or the interval; trim on
+        // the timer whatever the backlog, so a busy domain's stream is bounded too.
+        let mut reconciled = false;
+        loop {
+            match relay_once(ctx, &mut position).await? {
+                Round::Idle => break,
+                Round::Published(_) => {
+                    *progressed = true;
+                    reconciled = false;
+                }
+                Round::Reconciled if reconciled => return Err(RelayError::MarkerUnstable),
+                Round::Reconciled => reconciled = true,
+            }
+            if last_trim.elapsed() >= TRIM_INTERVAL {
+                last_trim = Instant::now();
+                trim_output(ctx).await?;
+            }
         }
         if stop.load(Ordering::SeqCst) {
             return Ok(());
@@ -130,26 +183,150 @@ async fn relay_loop<D: Domain>(
     }
 }
 
-/// Publishes one batch of outbox rows and deletes them; returns how many rows it handled.
-pub async fn relay_once<D: Domain>(ctx: &DomainContext<D>) -> Result<usize, RelayError> {
-    let mut conn = ctx.db.get().await.map_err(StoreError::from)?;
-    let batch = outbox::next_batch(&mut conn, ctx.name(), ctx.runtime.relay_batch).await?;
-    let Some(last) = batch.last().map(|e| e.seq) else {
-        return Ok(0);
+/// Finds out whether Redis supports `WAITAOF` and reconciles its marker with the outbox.
+pub async fn start<D: Domain>(ctx: &DomainContext<D>) -> Result<RelayPosition, RelayError> {
+    let wait_aof = if ctx.runtime.relay_wait_aof {
+        match probe_waitaof(&mut ctx.redis.manager()).await {
+            Ok(()) => true,
+            Err(e) if e.is_outage() => return Err(e.into()),
+            Err(e) => {
+                tracing::info!(
+                    domain = ctx.name(),
+                    reason = %error_chain(&e),
+                    "Redis cannot confirm append-only writes (WAITAOF needs Redis 7.2 and appendonly yes); \
+                     events published in Redis's last unsynced second can be lost and are published again \
+                     from the retained outbox when the relay notices"
+                );
+                false
+            }
+        }
+    } else {
+        false
+    };
+    Ok(RelayPosition {
+        expected: reconcile_marker(ctx).await?,
+        wait_aof,
+    })
+}
+
+/// Compares Redis's marker with the outbox, repairs whichever side is off, and returns the
+/// marker Redis now holds.
+async fn reconcile_marker<D: Domain>(ctx: &DomainContext<D>) -> Result<Marker, RelayError> {
+    let (domain, key) = (ctx.name(), ctx.relay_marker_key());
+    let mut redis = ctx.redis.manager();
+    let marker = read_marker(&mut redis, &key).await?;
+    let at = marker.as_ref().map_or(0, |m| m.seq);
+    let view = within(&ctx.db, ctx.commit_timeout, async |conn| {
+        outbox::view(conn, domain, at).await
+    })
+    .await?;
+    let plan = reconcile(marker.as_ref(), &view);
+    let (outcome, marker) = match plan {
+        Reconcile::InStep(m) => return Ok(m),
+        Reconcile::Republish { after } => {
+            let n = unmark_after(ctx, after.seq).await?;
+            set_marker(&mut redis, &key, &after).await?;
+            tracing::warn!(domain, marker_seq = after.seq, published_seq = ?view.last_published.as_ref().map(|l| l.0), republishing = n,
+                "Redis is behind what was published (it lost writes or was restored); publishing the retained events after its marker again");
+            ("redis_behind", after)
+        }
+        Reconcile::RecordThrough(m) => {
+            within(&ctx.db, ctx.commit_timeout, async |conn| {
+                outbox::mark_published(conn, domain, m.seq).await
+            })
+            .await?;
+            tracing::info!(
+                domain,
+                marker_seq = m.seq,
+                "events published before a restart are recorded as published"
+            );
+            ("record_through", m)
+        }
+        Reconcile::PostgresWentBack { to } => {
+            set_marker(&mut redis, &key, &to).await?;
+            tracing::error!(
+                domain,
+                marker_seq = at,
+                moved_to = to.seq,
+                "Redis's relay marker names an event the outbox does not hold at that position: Postgres went back \
+                 (restore, reset or lost commits); moved the marker down so new events are not skipped"
+            );
+            ("postgres_went_back", to)
+        }
+        Reconcile::RepublishAll => {
+            let n = unmark_after(ctx, 0).await?;
+            set_marker(&mut redis, &key, &Marker::default()).await?;
+            tracing::error!(
+                domain,
+                marker_seq = at,
+                republishing = n,
+                "the outbox no longer holds the event at Redis's marker (Redis behind by more than \
+                 runtime.outbox_retention_seconds?); publishing every retained event again; older ones may be missing"
+            );
+            ("republish_all", Marker::default())
+        }
+    };
+    metrics::counter!(RELAY_RECONCILED_TOTAL, "domain" => domain, "outcome" => outcome)
+        .increment(1);
+    Ok(marker)
+}
+
+async fn unmark_after<D: Domain>(ctx: &DomainContext<D>, seq: i64) -> Result<usize, RelayError> {
+    let n = within(&ctx.db, ctx.commit_timeout, async |conn| {
+        outbox::unmark_after(conn, ctx.name(), seq).await
+    })
+    .await?;
+    metrics::counter!(OUTBOX_REPUBLISHED_TOTAL, "domain" => ctx.name()).increment(n as u64);
+    Ok(n)
+}
+
+/// Publishes one batch of outbox rows and records them as published (they stay in the outbox
+/// for `runtime.outbox_retention_seconds`).
+pub async fn relay_once<D: Domain>(
+    ctx: &DomainContext<D>,
+    position: &mut RelayPosition,
+) -> Result<Round, RelayError> {
+    let domain = ctx.name();
+    let batch = within(&ctx.db, ctx.commit_timeout, async |conn| {
+        outbox::next_batch(conn, domain, ctx.runtime.relay_batch).await
+    })
+    .await?;
+    let Some(last) = batch.last() else {
+        return Ok(Round::Idle);
     };
     let mut redis = ctx.redis.manager();
     let stream_key = ctx.keys.stream(&ctx.output_stream());
-    let published = publish(&mut redis, &stream_key, &ctx.relay_marker_key(), &batch).await?;
-    ctx.faults.reached(CrashPoint::AfterPublishBeforeMark);
-    outbox::delete_through(&mut conn, ctx.name(), last).await?;
-    metrics::counter!(OUTBOX_PUBLISHED_TOTAL, "domain" => ctx.name()).increment(published);
-    if published < batch.len() as u64 {
-        tracing::info!(
-            skipped = batch.len() as u64 - published,
-            "outbox rows were already published before a restart"
-        );
+    let marker_key = ctx.relay_marker_key();
+    match publish(
+        &mut redis,
+        &stream_key,
+        &marker_key,
+        &position.expected,
+        &batch,
+    )
+    .await?
+    {
+        Published::MarkerMoved => {
+            position.expected = reconcile_marker(ctx).await?;
+            return Ok(Round::Reconciled);
+        }
+        Published::Appended(n) => {
+            metrics::counter!(OUTBOX_PUBLISHED_TOTAL, "domain" => domain).increment(n);
+        }
     }
-    Ok(batch.len())
+    if position.wait_aof && !wait_aof(&mut redis, ctx.commit_timeout).await? {
+        return Err(RelayError::NotDurable);
+    }
+    ctx.faults.reached(CrashPoint::AfterPublishBeforeMark);
+    within(&ctx.db, ctx.commit_timeout, async |conn| {
+        outbox::mark_published(conn, domain, last.seq).await
+    })
+    .await?;
+    position.expected = Marker {
+        seq: last.seq,
+        event_id: last.event_id.clone(),
+    };
+    Ok(Round::Published(batch.len()))
 }
 
 async fn trim_output<D: Domain>(ctx: &DomainContext<D>) -> Result<(), RelayError> {

@@ -22,7 +22,8 @@ use super::reader::{Reader, StopReading};
 use super::relay::{Relay, StopRelaying};
 use crate::domain::Domain;
 use crate::store::pool::within;
-use crate::store::{StoreError, applied, commands, outbox};
+use crate::store::retention::{self, Retained};
+use crate::store::{StoreError, outbox};
 use crate::streams::group::group_stats;
 use crate::telemetry::error_chain;
 use crate::telemetry::metrics::{
@@ -302,36 +303,42 @@ impl<D: Domain> Handler<Shutdown> for DomainSupervisor<D> {
 /// Rows deleted per pruning statement.
 const PRUNE_BATCH: i64 = 5_000;
 
-/// Deletes applied-input and command records older than `runtime.dedupe_window_seconds`, in
-/// statements of [`PRUNE_BATCH`] rows, each bounded by the commit timeout, for at most half a
-/// stats interval per round (enough to outpace ~100,000 inputs/s; a backlog is caught up over
-/// the following rounds).
-async fn prune_dedupe_records<D: Domain>(ctx: &DomainContext<D>) -> Result<(), StoreError> {
+/// Deletes records past their retention window — applied-input ids and command replies
+/// (`runtime.dedupe_window_seconds`), published outbox rows (`runtime.outbox_retention_seconds`)
+/// — in statements of [`PRUNE_BATCH`] rows, each bounded by the commit timeout, for at most
+/// half a stats interval per round (enough to outpace ~100,000 inputs/s; a backlog is caught up
+/// over the following rounds).
+async fn prune_retained<D: Domain>(ctx: &DomainContext<D>) -> Result<(), StoreError> {
     let budget = ctx.runtime.stats_interval() / 2;
     let started = Instant::now();
-    let window = ctx.runtime.dedupe_window_seconds;
-    let mut pruned = 0;
-    loop {
-        let inputs = within(&ctx.db, ctx.commit_timeout, async |conn| {
-            applied::prune(conn, ctx.name(), window, PRUNE_BATCH).await
-        })
-        .await?;
-        let replies = within(&ctx.db, ctx.commit_timeout, async |conn| {
-            commands::prune(conn, ctx.name(), window, PRUNE_BATCH).await
-        })
-        .await?;
-        pruned += inputs + replies;
-        let full = inputs as i64 == PRUNE_BATCH || replies as i64 == PRUNE_BATCH;
-        if !full || started.elapsed() >= budget {
-            break;
+    let kinds = [
+        (Retained::AppliedInputs, ctx.runtime.dedupe_window_seconds),
+        (Retained::CommandReplies, ctx.runtime.dedupe_window_seconds),
+        (
+            Retained::PublishedEvents,
+            ctx.runtime.outbox_retention_seconds,
+        ),
+    ];
+    for (kind, window) in kinds {
+        let mut pruned = 0;
+        loop {
+            let n = within(&ctx.db, ctx.commit_timeout, async |conn| {
+                retention::prune(conn, kind, ctx.name(), window, PRUNE_BATCH).await
+            })
+            .await?;
+            pruned += n;
+            if (n as i64) < PRUNE_BATCH || started.elapsed() >= budget {
+                break;
+            }
         }
-    }
-    if pruned > 0 {
-        tracing::debug!(
-            domain = ctx.name(),
-            pruned,
-            "pruned records older than the dedupe window"
-        );
+        if pruned > 0 {
+            tracing::debug!(
+                domain = ctx.name(),
+                records = kind.label(),
+                pruned,
+                "pruned records past their retention window"
+            );
+        }
     }
     Ok(())
 }
@@ -370,9 +377,7 @@ async fn measure_once<D: Domain>(
             .unwrap_or(0.0);
         metrics::gauge!(CONSUMER_OLDEST_PENDING_SECONDS, &labels).set(oldest);
     }
-    prune_dedupe_records(ctx)
-        .await
-        .map_err(|e| error_chain(&e))?;
+    prune_retained(ctx).await.map_err(|e| error_chain(&e))?;
     let backlog = within(&ctx.db, ctx.commit_timeout, async |conn| {
         outbox::backlog(conn, ctx.name()).await
     })

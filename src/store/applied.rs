@@ -6,7 +6,7 @@
 //! unit back and redoes it without them. The common path costs no extra round trip.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, Int8, Text};
+use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::StoreError;
@@ -39,25 +39,4 @@ pub async fn record(
     .load(conn)
     .await?;
     Ok(already.into_iter().map(|r| r.id).collect())
-}
-
-/// Deletes up to `limit` of `domain`'s records older than `window_seconds`; returns how many.
-/// Called repeatedly, so each call is one bounded statement.
-pub async fn prune(
-    conn: &mut AsyncPgConnection,
-    domain: &str,
-    window_seconds: u64,
-    limit: i64,
-) -> Result<usize, StoreError> {
-    let window = i64::try_from(window_seconds).unwrap_or(i64::MAX);
-    Ok(diesel::sql_query(
-        "DELETE FROM troupe_applied_input WHERE ctid = ANY(ARRAY( \
-           SELECT ctid FROM troupe_applied_input \
-           WHERE domain = $1 AND applied_at < now() - make_interval(secs => $2::float8) LIMIT $3))",
-    )
-    .bind::<Text, _>(domain)
-    .bind::<Int8, _>(window)
-    .bind::<Int8, _>(limit)
-    .execute(conn)
-    .await?)
 }

@@ -2,7 +2,7 @@
 //! so that a retry gets the original reply and applies nothing.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{Int8, Jsonb, Text};
+use diesel::sql_types::{Jsonb, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::StoreError;
@@ -65,24 +65,4 @@ pub async fn find(
         fingerprint: s.fingerprint,
         reply: s.reply,
     }))
-}
-
-/// Deletes up to `limit` of `domain`'s records older than `window_seconds`; returns how many.
-pub async fn prune(
-    conn: &mut AsyncPgConnection,
-    domain: &str,
-    window_seconds: u64,
-    limit: i64,
-) -> Result<usize, StoreError> {
-    let window = i64::try_from(window_seconds).unwrap_or(i64::MAX);
-    Ok(diesel::sql_query(
-        "DELETE FROM troupe_command_reply WHERE ctid = ANY(ARRAY( \
-           SELECT ctid FROM troupe_command_reply \
-           WHERE domain = $1 AND created_at < now() - make_interval(secs => $2::float8) LIMIT $3))",
-    )
-    .bind::<Text, _>(domain)
-    .bind::<Int8, _>(window)
-    .bind::<Int8, _>(limit)
-    .execute(conn)
-    .await?)
 }

@@ -11,6 +11,7 @@ pub mod entities;
 pub mod migrations;
 pub mod outbox;
 pub mod pool;
+pub mod retention;
 pub mod schema;
 
 pub use pool::{DbConn, DbPool};

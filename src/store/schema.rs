@@ -37,6 +37,8 @@ diesel::table! {
         traceparent -> Nullable<Text>,
         /// Commit time.
         created_at -> Timestamptz,
+        /// When the relay published it (`NULL`: waiting); kept for the retention window.
+        published_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -1,12 +1,20 @@
-//! The Redis side of the outbox relay: publishing committed events exactly once, and trimming
-//! output streams without deleting what a consumer group has not yet acknowledged.
+//! The Redis side of the outbox relay: publishing committed events exactly once, noticing when
+//! Redis or Postgres went back, and trimming output streams without deleting what a consumer
+//! group has not yet acknowledged.
 //!
 //! Exactly once across crashes: the relay publishes outbox rows in `seq` order through one Lua
-//! script that appends each row whose `seq` is above a per-domain marker and then raises the
-//! marker, atomically. If the process dies after the script ran but before the rows were
-//! deleted from Postgres, the next run sends the same rows and the script skips them. Rows are
-//! committed in `seq` order (the store takes a per-domain lock when it writes the outbox), so a
-//! marker is enough.
+//! script that appends the rows and moves a per-domain marker (`"<seq> <event id>"` of the last
+//! row published) in the same atomic step, so the stream and the marker cannot disagree, even
+//! after Redis lost its last second. Rows are committed in `seq` order (the store takes a
+//! per-domain lock when it writes the outbox), so the marker says exactly what Redis holds.
+//!
+//! The script publishes only when the marker is where the relay expects it (the last row
+//! Postgres records as published). Otherwise it publishes nothing and the relay compares the
+//! marker with the outbox ([`reconcile`]): Redis behind (it lost published events) means
+//! publishing the kept rows after the marker again; the marker ahead with the same event at its
+//! `seq` means a crash between publishing and recording it; a marker naming an event Postgres
+//! does not have at that `seq` means Postgres went back (a restore, a reset, a failover that lost
+//! commits), and the marker is moved down so new rows are never skipped.
 
 use std::collections::HashMap;
 
@@ -36,41 +44,82 @@ pub struct OutgoingEvent {
     pub traceparent: Option<String>,
 }
 
+/// Where the relay's last publication ended, as stored in Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marker {
+    /// Outbox `seq` of the last event published (0: none).
+    pub seq: i64,
+    /// Its envelope id (empty: none, or a marker written before ids were recorded).
+    pub event_id: String,
+}
+
+impl Marker {
+    fn encode(&self) -> String {
+        format!("{} {}", self.seq, self.event_id)
+    }
+
+    /// Parses a stored marker; a bare number (the format before ids) parses with an empty id.
+    fn decode(raw: &str) -> Option<Marker> {
+        let (seq, id) = raw.split_once(' ').unwrap_or((raw, ""));
+        Some(Marker {
+            seq: seq.parse().ok()?,
+            event_id: id.to_owned(),
+        })
+    }
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Appended this many events and moved the marker to the last one.
+    Appended(u64),
+    /// The marker was not where the relay expected it: nothing was appended; [`reconcile`].
+    MarkerMoved,
+}
+
 const PUBLISH: &str = r"
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local published = 0
-for i = 1, #ARGV, 7 do
-  local seq = tonumber(ARGV[i])
-  if seq > last then
-    if ARGV[i + 6] == '' then
-      redis.call('XADD', KEYS[1], '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2], 'key', ARGV[i + 3],
-        'data', ARGV[i + 4], 'ts', ARGV[i + 5])
-    else
-      redis.call('XADD', KEYS[1], '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2], 'key', ARGV[i + 3],
-        'data', ARGV[i + 4], 'ts', ARGV[i + 5], 'traceparent', ARGV[i + 6])
-    end
-    last = seq
-    published = published + 1
-  end
+local raw = redis.call('GET', KEYS[2])
+local expected = ARGV[1] .. ' ' .. ARGV[2]
+if raw == false then raw = '0 ' end
+if raw ~= expected then
+  return -1
 end
-redis.call('SET', KEYS[2], last)
+local published = 0
+local last = ''
+for i = 3, #ARGV, 7 do
+  if ARGV[i + 6] == '' then
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2], 'key', ARGV[i + 3],
+      'data', ARGV[i + 4], 'ts', ARGV[i + 5])
+  else
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2], 'key', ARGV[i + 3],
+      'data', ARGV[i + 4], 'ts', ARGV[i + 5], 'traceparent', ARGV[i + 6])
+  end
+  last = ARGV[i] .. ' ' .. ARGV[i + 1]
+  published = published + 1
+end
+if published > 0 then
+  redis.call('SET', KEYS[2], last)
+end
 return published
 ";
 
-/// Appends the events with `seq` above the marker at `marker_key` to `stream_key`, in order,
-/// and raises the marker; returns how many were appended (the rest were already published).
+/// Appends `events` (consecutive unpublished rows, in `seq` order) to `stream_key` and moves
+/// the marker at `marker_key` to the last of them, provided the marker is at `expected`;
+/// otherwise appends nothing and answers [`Published::MarkerMoved`].
 pub async fn publish<C: ConnectionLike>(
     conn: &mut C,
     stream_key: &str,
     marker_key: &str,
+    expected: &Marker,
     events: &[OutgoingEvent],
-) -> Result<u64, StreamError> {
+) -> Result<Published, StreamError> {
     if events.is_empty() {
-        return Ok(0);
+        return Ok(Published::Appended(0));
     }
     let script = Script::new(PUBLISH);
     let mut invocation = script.key(stream_key);
     invocation.key(marker_key);
+    invocation.arg(expected.seq).arg(&expected.event_id);
     for e in events {
         invocation
             .arg(e.seq)
@@ -81,7 +130,120 @@ pub async fn publish<C: ConnectionLike>(
             .arg(&e.ts)
             .arg(e.traceparent.as_deref().unwrap_or(""));
     }
-    Ok(invocation.invoke_async(conn).await?)
+    let appended: i64 = invocation.invoke_async(conn).await?;
+    Ok(u64::try_from(appended).map_or(Published::MarkerMoved, Published::Appended))
+}
+
+/// Reads the marker (`None`: Redis has none, as after losing everything).
+pub async fn read_marker<C: ConnectionLike>(
+    conn: &mut C,
+    marker_key: &str,
+) -> Result<Option<Marker>, StreamError> {
+    let raw: Option<String> = redis::cmd("GET").arg(marker_key).query_async(conn).await?;
+    Ok(raw.as_deref().and_then(Marker::decode))
+}
+
+/// Overwrites the marker.
+pub async fn set_marker<C: ConnectionLike>(
+    conn: &mut C,
+    marker_key: &str,
+    marker: &Marker,
+) -> Result<(), StreamError> {
+    let () = redis::cmd("SET")
+        .arg(marker_key)
+        .arg(marker.encode())
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// What the relay must do to bring Redis's marker and the outbox in line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconcile {
+    /// Redis holds exactly what Postgres records as published.
+    InStep(Marker),
+    /// Redis lost published events: the kept rows after `after` are published again (the
+    /// marker is set to `after`).
+    Republish {
+        /// Redis holds everything up to here.
+        after: Marker,
+    },
+    /// Redis holds more than Postgres recorded (a crash between publishing and recording):
+    /// record the rows through the marker as published.
+    RecordThrough(Marker),
+    /// The marker names an event Postgres does not have at that `seq`: Postgres went back.
+    /// The marker moves down to Postgres's last published row, so rows that reuse sequence
+    /// numbers are published, not skipped.
+    PostgresWentBack {
+        /// The new marker.
+        to: Marker,
+    },
+    /// The marker's row is gone from the outbox although Postgres has rows beyond it (Redis
+    /// behind by more than the retention window, or Postgres went back past it): every kept
+    /// row is published again. Events older than the retention window may be missing.
+    RepublishAll,
+}
+
+/// Decides how to reconcile Redis's `marker` with the outbox as `view` describes it.
+pub fn reconcile(marker: Option<&Marker>, view: &crate::store::outbox::OutboxView) -> Reconcile {
+    let last = view
+        .last_published
+        .as_ref()
+        .map(|(seq, id)| Marker {
+            seq: *seq,
+            event_id: id.clone(),
+        })
+        .unwrap_or_default();
+    let marker = match marker {
+        Some(m) if m.seq > 0 => m,
+        // No marker: Redis has none of what was published.
+        _ if last.seq == 0 => return Reconcile::InStep(Marker::default()),
+        _ => {
+            return Reconcile::Republish {
+                after: Marker::default(),
+            };
+        }
+    };
+    if view.id_at_marker.as_deref() == Some(marker.event_id.as_str()) {
+        return match marker.seq.cmp(&last.seq) {
+            std::cmp::Ordering::Less => Reconcile::Republish {
+                after: marker.clone(),
+            },
+            std::cmp::Ordering::Greater => Reconcile::RecordThrough(marker.clone()),
+            std::cmp::Ordering::Equal => Reconcile::InStep(marker.clone()),
+        };
+    }
+    if view.id_at_marker.is_some() || view.max_seq.is_none_or(|max| max < marker.seq) {
+        return Reconcile::PostgresWentBack { to: last };
+    }
+    Reconcile::RepublishAll
+}
+
+/// Whether this Redis can confirm that a write reached its append-only file (`WAITAOF`, Redis
+/// 7.2 and later, with `appendonly yes`); the error says why not.
+pub async fn probe_waitaof<C: ConnectionLike>(conn: &mut C) -> Result<(), StreamError> {
+    let _: Vec<i64> = redis::cmd("WAITAOF")
+        .arg(1)
+        .arg(0)
+        .arg(1000)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// Waits until this connection's writes are fsynced to the local append-only file, at most
+/// `timeout`; `false` when they were not in time.
+pub async fn wait_aof<C: ConnectionLike>(
+    conn: &mut C,
+    timeout: std::time::Duration,
+) -> Result<bool, StreamError> {
+    let acks: Vec<i64> = redis::cmd("WAITAOF")
+        .arg(1)
+        .arg(0)
+        .arg(timeout.as_millis().max(1) as u64)
+        .query_async(conn)
+        .await?;
+    Ok(acks.first().is_some_and(|local| *local >= 1))
 }
 
 /// Trims `stream_key` to entries newer than `keep_after`, but never past an entry that some
@@ -120,7 +282,97 @@ pub fn safe_trim_point(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::outbox::OutboxView;
     use crate::streams::group::GroupStats;
+
+    fn m(seq: i64, id: &str) -> Marker {
+        Marker {
+            seq,
+            event_id: id.into(),
+        }
+    }
+
+    fn view(last: Option<(i64, &str)>, at_marker: Option<&str>, max: Option<i64>) -> OutboxView {
+        OutboxView {
+            last_published: last.map(|(s, i)| (s, i.to_owned())),
+            id_at_marker: at_marker.map(str::to_owned),
+            max_seq: max,
+        }
+    }
+
+    #[test]
+    fn markers_round_trip_and_old_markers_parse_without_id() {
+        assert_eq!(Marker::decode(&m(42, "e-1").encode()), Some(m(42, "e-1")));
+        assert_eq!(Marker::decode("17"), Some(m(17, "")));
+        assert_eq!(Marker::decode("x y"), None);
+    }
+
+    #[test]
+    fn a_marker_at_the_last_published_row_is_in_step() {
+        let v = view(Some((10, "a")), Some("a"), Some(12));
+        assert_eq!(
+            reconcile(Some(&m(10, "a")), &v),
+            Reconcile::InStep(m(10, "a"))
+        );
+        assert_eq!(
+            reconcile(None, &view(None, None, None)),
+            Reconcile::InStep(Marker::default())
+        );
+    }
+
+    #[test]
+    fn redis_behind_republishes_after_its_marker() {
+        let v = view(Some((10, "a")), Some("x"), Some(12));
+        assert_eq!(
+            reconcile(Some(&m(7, "x")), &v),
+            Reconcile::Republish { after: m(7, "x") }
+        );
+        // Redis lost everything, marker included.
+        assert_eq!(
+            reconcile(None, &v),
+            Reconcile::Republish {
+                after: Marker::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_marker_ahead_on_the_same_event_records_the_rows_published() {
+        let v = view(Some((10, "a")), Some("c"), Some(14));
+        assert_eq!(
+            reconcile(Some(&m(12, "c")), &v),
+            Reconcile::RecordThrough(m(12, "c"))
+        );
+    }
+
+    #[test]
+    fn a_marker_postgres_does_not_know_means_postgres_went_back() {
+        // The marker is beyond every row Postgres has.
+        let v = view(Some((10, "a")), None, Some(11));
+        assert_eq!(
+            reconcile(Some(&m(500, "z")), &v),
+            Reconcile::PostgresWentBack { to: m(10, "a") }
+        );
+        // Or Postgres reused the marker's seq for another event.
+        let v = view(Some((10, "a")), Some("other"), Some(600));
+        assert_eq!(
+            reconcile(Some(&m(500, "z")), &v),
+            Reconcile::PostgresWentBack { to: m(10, "a") }
+        );
+        // An empty outbox after a reset.
+        assert_eq!(
+            reconcile(Some(&m(500, "z")), &view(None, None, None)),
+            Reconcile::PostgresWentBack {
+                to: Marker::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_marker_whose_row_was_pruned_republishes_everything_kept() {
+        let v = view(Some((900, "a")), None, Some(950));
+        assert_eq!(reconcile(Some(&m(5, "old")), &v), Reconcile::RepublishAll);
+    }
 
     #[test]
     fn trimming_stops_at_unread_and_unacked_entries() {

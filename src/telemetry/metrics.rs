@@ -26,7 +26,8 @@ pub const BATCH_SIZE: &str = "troupe_batch_size";
 pub const CONSUMER_LAG: &str = "troupe_consumer_lag";
 /// Gauge: entries delivered and not acknowledged, by `domain` and `stream`.
 pub const CONSUMER_PENDING: &str = "troupe_consumer_pending";
-/// Gauge: age of the oldest pending entry, by `domain` and `stream`.
+/// Gauge: how long the oldest pending entry has been pending (since its last delivery), by
+/// `domain` and `stream`.
 pub const CONSUMER_OLDEST_PENDING_SECONDS: &str = "troupe_consumer_oldest_pending_seconds";
 /// Counter: supervised restarts, by `domain` and `actor` (reader, relay, partition).
 pub const ACTOR_RESTARTS_TOTAL: &str = "troupe_actor_restarts_total";
@@ -34,6 +35,18 @@ pub const ACTOR_RESTARTS_TOTAL: &str = "troupe_actor_restarts_total";
 pub const OUTBOX_BACKLOG: &str = "troupe_outbox_backlog";
 /// Counter: events published from the outbox, by `domain`.
 pub const OUTBOX_PUBLISHED_TOTAL: &str = "troupe_outbox_published_total";
+/// Counter: outbox events marked for publishing again because Redis lost them, by `domain`.
+pub const OUTBOX_REPUBLISHED_TOTAL: &str = "troupe_outbox_republished_total";
+/// Counter: times the relay found Redis's marker out of step with the outbox, by `domain` and
+/// `outcome` (redis_behind, record_through, postgres_went_back, republish_all).
+pub const RELAY_RECONCILED_TOTAL: &str = "troupe_relay_reconciled_total";
+/// Gauge: 1 while the domain has pending input and has committed nothing for
+/// `runtime.stall_timeout_seconds`, by `domain`.
+pub const DOMAIN_STALLED: &str = "troupe_domain_stalled";
+/// Counter: dead-letter entries removed by age or length, by `domain` and `stream`.
+pub const DEAD_LETTERS_TRIMMED_TOTAL: &str = "troupe_dead_letters_trimmed_total";
+/// Counter: idle consumers removed from the domain's groups, by `domain` and `stream`.
+pub const CONSUMERS_REMOVED_TOTAL: &str = "troupe_consumers_removed_total";
 /// Counter: entries moved to a dead-letter stream, by `domain`, `stream` and `reason`.
 pub const DEAD_LETTERS_TOTAL: &str = "troupe_dead_letters_total";
 /// Gauge: 1 while the domain runs, 0 once it failed for good, by `domain`.
@@ -115,7 +128,7 @@ fn describe() {
     metrics::describe_gauge!(
         CONSUMER_OLDEST_PENDING_SECONDS,
         metrics::Unit::Seconds,
-        "Age of the oldest pending entry of the group."
+        "How long the group's oldest pending entry has waited since its last delivery."
     );
     metrics::describe_counter!(
         ACTOR_RESTARTS_TOTAL,
@@ -126,6 +139,26 @@ fn describe() {
     metrics::describe_counter!(
         DEAD_LETTERS_TOTAL,
         "Entries moved to a dead-letter stream, by reason."
+    );
+    metrics::describe_counter!(
+        OUTBOX_REPUBLISHED_TOTAL,
+        "Outbox events published again because Redis had lost them."
+    );
+    metrics::describe_counter!(
+        RELAY_RECONCILED_TOTAL,
+        "Times the relay found Redis's marker out of step with the outbox, by outcome."
+    );
+    metrics::describe_gauge!(
+        DOMAIN_STALLED,
+        "1 while the domain has pending input and commits nothing for the stall timeout."
+    );
+    metrics::describe_counter!(
+        DEAD_LETTERS_TRIMMED_TOTAL,
+        "Dead-letter entries removed by age or length."
+    );
+    metrics::describe_counter!(
+        CONSUMERS_REMOVED_TOTAL,
+        "Idle consumers without pending entries removed from the domain's groups."
     );
     metrics::describe_gauge!(DOMAIN_UP, "1 while the domain runs, 0 once it has failed.");
 }

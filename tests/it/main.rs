@@ -16,6 +16,7 @@ mod inventory;
 mod migrations;
 mod outages;
 mod poison;
+mod relay;
 mod routing;
 mod stale_state;
 mod supervision;

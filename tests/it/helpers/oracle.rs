@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Adjustment, TestApp, eventually};
+use super::{Adjustment, Isolation, TestApp, eventually};
 
 /// The inventory domain's input stream.
 pub const STREAM: &str = "inventory.adjustments";
@@ -20,13 +20,14 @@ pub struct Expected {
     pub emitted: u64,
 }
 
-/// Inputs `from..to` (ids `o<i>`, 40 SKUs, deltas crossing zero now and then), counted into
+/// Inputs `from..to` (ids `o<i>`, 40 SKUs, deltas summing to zero per cycle of 7 so stock keeps
+/// crossing zero and events are emitted all along the load), counted into
 /// `expected`.
 pub fn adjustments(from: usize, to: usize, expected: &mut Expected) -> Vec<(String, String, i64)> {
     (from..to)
         .map(|i| {
             let sku = format!("O{:02}", i % 40);
-            let delta = [3, -1, -1, -2, 2, -3, 1][(i / 40) % 7];
+            let delta = [3, -1, -1, -2, 2, -3, 2][(i / 40) % 7];
             let e = expected.skus.entry(sku.clone()).or_default();
             let was = e.0 > 0;
             e.0 += delta;
@@ -40,7 +41,7 @@ pub fn adjustments(from: usize, to: usize, expected: &mut Expected) -> Vec<(Stri
 }
 
 /// XADDs the inputs to the inventory stream.
-pub async fn write(app: &TestApp, batch: &[(String, String, i64)]) {
+pub async fn write(app: &Isolation, batch: &[(String, String, i64)]) {
     let list: Vec<Adjustment> = batch
         .iter()
         .map(|(id, sku, delta)| Adjustment {
@@ -93,7 +94,7 @@ pub async fn assert_applied(app: &TestApp, expected: &Expected, inputs: i64) {
 
 /// Waits until the output stream holds each emitted event exactly once (by count, and by
 /// envelope id: no id twice).
-pub async fn assert_published(app: &TestApp, expected: &Expected) {
+pub async fn assert_published(app: &Isolation, expected: &Expected) {
     eventually(
         Duration::from_secs(30),
         "every emitted event published exactly once",

@@ -88,20 +88,32 @@ impl Isolation {
             .unwrap()
     }
 
-    /// Envelope ids of every entry on `inventory.events`, in stream order.
+    /// Envelope ids of every entry on `inventory.events`, in stream order (read in pages, so a
+    /// long stream stays within the client's response timeout).
     pub async fn output_event_ids(&self) -> Vec<String> {
-        let entries: Vec<(String, std::collections::HashMap<String, String>)> =
-            redis::cmd("XRANGE")
-                .arg(self.key("inventory.events"))
-                .arg("-")
-                .arg("+")
-                .query_async(&mut self.redis().await)
-                .await
-                .unwrap();
-        entries
-            .into_iter()
-            .map(|(_, mut fields)| fields.remove("id").unwrap_or_default())
-            .collect()
+        let mut redis = self.redis().await;
+        let key = self.key("inventory.events");
+        let (mut ids, mut from) = (Vec::new(), "-".to_owned());
+        loop {
+            let page: Vec<(String, std::collections::HashMap<String, String>)> =
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg(&from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1_000)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+            let Some((last, _)) = page.last() else {
+                return ids;
+            };
+            from = format!("({last}");
+            ids.extend(
+                page.into_iter()
+                    .map(|(_, mut f)| f.remove("id").unwrap_or_default()),
+            );
+        }
     }
 
     /// XADDs raw field/value pairs, values as bytes (for values that are not UTF-8).

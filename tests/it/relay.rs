@@ -1,0 +1,96 @@
+//! The outbox relay when Redis or Postgres goes back: published events are kept for the
+//! retention window and published again when Redis lost them; an outbox whose sequence went
+//! back cannot make the relay skip events. (Redis restored from a snapshot mid-drain, with every
+//! event checked on the output stream, is in `dedupe`.)
+
+use std::time::Duration;
+
+use crate::helpers::child::ChildService;
+use crate::helpers::oracle::{
+    Expected, STREAM, adjustments, assert_published, assert_totals, write,
+};
+use crate::helpers::{AppOptions, Isolation, eventually, spawn_app_with};
+
+const APPLIED: &str = "SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state";
+const PUBLISHED_ROWS: &str =
+    "SELECT COUNT(*)::int8 AS v FROM troupe_outbox WHERE published_at IS NOT NULL";
+
+async fn drained(iso: &Isolation, inputs: i64) {
+    eventually(
+        Duration::from_secs(60),
+        "every input applied and acknowledged, the outbox published",
+        || async {
+            // The child service may not have migrated yet.
+            iso.sql_i64("SELECT COUNT(*) AS v FROM pg_tables WHERE tablename = 'troupe_outbox'")
+                .await
+                == 1
+                && iso.sql_i64(APPLIED).await == inputs
+                && iso.pending(STREAM, "inventory").await == 0
+                && iso
+                    .sql_i64(
+                        "SELECT COUNT(*)::int8 AS v FROM troupe_outbox WHERE published_at IS NULL",
+                    )
+                    .await
+                    == 0
+        },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn an_outbox_whose_sequence_went_back_cannot_make_the_relay_skip_events() {
+    let iso = Isolation::new().await;
+    let mut expected = Expected::default();
+    write(&iso, &adjustments(0, 2_000, &mut expected)).await;
+    let child = ChildService::start(&iso, &[]);
+    drained(&iso, 2_000).await;
+    assert_published(&iso, &expected).await;
+    // Published events are kept (default retention: an hour), not deleted.
+    assert_eq!(iso.sql_i64(PUBLISHED_ROWS).await, expected.emitted as i64);
+    child.kill().await;
+
+    // Postgres loses its outbox and its sequence starts again (a restore or a reset against
+    // the same Redis): new events get sequence numbers at or below the relay's marker.
+    iso.sql_i64(
+        "WITH gone AS (DELETE FROM troupe_outbox RETURNING 1) SELECT COUNT(*)::int8 AS v FROM gone",
+    )
+    .await;
+    iso.sql_i64("SELECT setval('troupe_outbox_seq_seq', 1, false) AS v")
+        .await;
+
+    let child = ChildService::start(&iso, &[]);
+    write(&iso, &adjustments(2_000, 4_000, &mut expected)).await;
+    drained(&iso, 4_000).await;
+    assert_published(&iso, &expected).await;
+    child.kill().await;
+}
+
+#[actix_web::test]
+async fn published_events_are_pruned_after_the_retention_window_but_the_newest() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| s.runtime.outbox_retention_seconds = 1),
+        ..Default::default()
+    })
+    .await;
+    let mut expected = Expected::default();
+    write(&app, &adjustments(0, 2_000, &mut expected)).await;
+    assert_totals(&app, &expected, 2_000).await;
+    eventually(
+        Duration::from_secs(20),
+        "published rows older than a second pruned, the newest kept",
+        || async { app.sql_i64(PUBLISHED_ROWS).await == 1 },
+    )
+    .await;
+    // The kept row is the newest one, against which the relay checks Redis's marker.
+    assert_eq!(
+        app.sql_i64(
+            "SELECT (max(seq) = (SELECT max(seq) FROM troupe_outbox))::int::int8 AS v FROM troupe_outbox \
+             WHERE published_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    // And the relay goes on publishing after pruning.
+    write(&app, &adjustments(2_000, 3_000, &mut expected)).await;
+    assert_totals(&app, &expected, 3_000).await;
+}
