@@ -357,7 +357,7 @@ impl<D: Domain> Inner<D> {
                 error,
                 deliveries,
             };
-            move_to_dead_letters(
+            let moved = move_to_dead_letters(
                 &mut redis,
                 &binding.consumer,
                 &binding.dlq_key,
@@ -365,6 +365,11 @@ impl<D: Domain> Inner<D> {
                 &reason,
             )
             .await?;
+            if !moved {
+                // Acknowledged already: a retry after a lost reply, or another consumer.
+                tracing::debug!(entry.id = %entry.id, "entry no longer pending; not dead-lettered twice");
+                continue;
+            }
             metrics::counter!(DEAD_LETTERS_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone(), "reason" => *code).increment(1);
             out.report.dead_lettered += 1;
         }

@@ -24,11 +24,14 @@ use crate::domain::Domain;
 use crate::store::pool::within;
 use crate::store::retention::{self, Retained};
 use crate::store::{StoreError, outbox};
-use crate::streams::group::group_stats;
+use crate::streams::StreamError;
+use crate::streams::dead_letter;
+use crate::streams::entry::EntryId;
+use crate::streams::group::{group_stats, oldest_pending_wait, remove_idle_consumers};
 use crate::telemetry::error_chain;
 use crate::telemetry::metrics::{
     ACTOR_RESTARTS_TOTAL, CONSUMER_LAG, CONSUMER_OLDEST_PENDING_SECONDS, CONSUMER_PENDING,
-    DOMAIN_UP, OUTBOX_BACKLOG,
+    CONSUMERS_REMOVED_TOTAL, DEAD_LETTERS_TRIMMED_TOTAL, DOMAIN_UP, OUTBOX_BACKLOG,
 };
 
 /// A supervised child.
@@ -343,6 +346,47 @@ async fn prune_retained<D: Domain>(ctx: &DomainContext<D>) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Bounds what a stream binding leaves behind in Redis: dead letters past
+/// `runtime.dead_letter_retention_seconds` or beyond `runtime.dead_letter_max_len`, and
+/// consumers of the domain's group idle past `runtime.consumer_idle_grace_seconds` that own
+/// nothing (instances that went away).
+async fn tidy_stream<D: Domain>(
+    ctx: &DomainContext<D>,
+    binding: &StreamBinding,
+    redis: &mut redis::aio::ConnectionManager,
+    now_ms: u64,
+) -> Result<(), StreamError> {
+    let rt = &ctx.runtime;
+    let keep_after = EntryId {
+        ms: now_ms.saturating_sub(rt.dead_letter_retention_seconds.saturating_mul(1000)),
+        seq: 0,
+    };
+    let trimmed =
+        dead_letter::trim(redis, &binding.dlq_key, keep_after, rt.dead_letter_max_len).await?;
+    if trimmed > 0 {
+        metrics::counter!(DEAD_LETTERS_TRIMMED_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone())
+            .increment(trimmed);
+        tracing::info!(domain = ctx.name(), stream = %binding.name, trimmed, "trimmed dead letters past their retention or length");
+    }
+    let c = &binding.consumer;
+    let removed = remove_idle_consumers(
+        redis,
+        &c.stream_key,
+        &c.group,
+        &c.name,
+        Duration::from_secs(rt.consumer_idle_grace_seconds),
+    )
+    .await?;
+    for consumer in &removed {
+        tracing::info!(domain = ctx.name(), stream = %binding.name, consumer, "removed a consumer idle past the grace period with nothing pending");
+    }
+    if !removed.is_empty() {
+        metrics::counter!(CONSUMERS_REMOVED_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone())
+            .increment(removed.len() as u64);
+    }
+    Ok(())
+}
+
 async fn measure_once<D: Domain>(
     ctx: &DomainContext<D>,
     bindings: &[Arc<StreamBinding>],
@@ -371,11 +415,17 @@ async fn measure_once<D: Domain>(
         // Redis cannot always tell the lag (entries deleted mid-stream): NaN, not a false 0.
         metrics::gauge!(CONSUMER_LAG, &labels).set(g.lag.map_or(f64::NAN, |l| l as f64));
         metrics::gauge!(CONSUMER_PENDING, &labels).set(g.pending as f64);
-        let oldest = g
-            .oldest_pending
-            .map(|id| now_ms.saturating_sub(id.ms) as f64 / 1000.0)
-            .unwrap_or(0.0);
-        metrics::gauge!(CONSUMER_OLDEST_PENDING_SECONDS, &labels).set(oldest);
+        let waited = oldest_pending_wait(&mut redis, &b.consumer.stream_key, &b.consumer.group)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(domain = ctx.name(), stream = %b.name, error = %e, "could not read the oldest pending entry");
+                None
+            });
+        metrics::gauge!(CONSUMER_OLDEST_PENDING_SECONDS, &labels)
+            .set(waited.map_or(0.0, |w| w.as_secs_f64()));
+        if let Err(e) = tidy_stream(ctx, b, &mut redis, now_ms).await {
+            tracing::warn!(domain = ctx.name(), stream = %b.name, error = %error_chain(&e), "could not trim dead letters or remove idle consumers");
+        }
     }
     prune_retained(ctx).await.map_err(|e| error_chain(&e))?;
     let backlog = within(&ctx.db, ctx.commit_timeout, async |conn| {

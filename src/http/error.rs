@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
+use super::request_telemetry::current_request_id;
 use crate::actors::handle::DomainUnavailable;
 use crate::actors::processor::CommandError;
 use crate::domain::DomainError;
@@ -132,6 +133,9 @@ pub struct ErrorDetail {
     /// Structured detail, or null.
     #[schema(value_type = Object)]
     pub details: Value,
+    /// The request's id (its `X-Request-Id`), to find the detail in the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl ResponseError for ApiError {
@@ -160,6 +164,7 @@ impl ResponseError for ApiError {
                 code: self.code().to_owned(),
                 message: self.to_string(),
                 details: self.details(),
+                request_id: current_request_id(),
             },
         })
     }
@@ -185,10 +190,11 @@ impl From<JsonPayloadError> for ApiError {
 
 impl From<DomainUnavailable> for ApiError {
     fn from(e: DomainUnavailable) -> Self {
-        tracing::warn!(error = %e, "domain unavailable");
+        // The reason (a failed domain's last error, an actor's) is for the log, not the client.
+        tracing::warn!(error = %error_chain(&e), "domain unavailable");
         ApiError::Unavailable {
             code: "domain_unavailable",
-            message: e.to_string(),
+            message: "the domain is not available right now; retry later".into(),
             details: None,
         }
     }
@@ -348,5 +354,12 @@ mod tests {
     async fn internal_errors_do_not_leak_their_cause() {
         let (_, json) = body(ApiError::Internal("password=hunter2".into())).await;
         assert_eq!(json["error"]["message"], "internal error");
+        let failed = DomainUnavailable::Failed {
+            domain: "inventory",
+            reason: "relation \"secret_table\" does not exist".into(),
+        };
+        let (status, json) = body(failed.into()).await;
+        assert_eq!(status.as_u16(), 503);
+        assert!(!json.to_string().contains("secret_table"), "{json}");
     }
 }

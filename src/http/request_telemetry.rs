@@ -20,6 +20,16 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 const MAX_REQUEST_ID_LEN: usize = 128;
 
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request being handled on this task, for error bodies (`None` outside a
+/// request, as in unit tests).
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
 /// The middleware; install with `actix_web::middleware::from_fn(request_telemetry::track)`.
 pub async fn track(
     req: ServiceRequest,
@@ -45,7 +55,9 @@ pub async fn track(
         http.path = %req.path(),
     );
 
-    let result = next.call(req).instrument(span.clone()).await;
+    let result = CURRENT_REQUEST_ID
+        .scope(request_id.clone(), next.call(req).instrument(span.clone()))
+        .await;
     let mut res = match result {
         Ok(res) => res.map_into_boxed_body(),
         Err(err) => return Err(err),

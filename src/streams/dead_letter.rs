@@ -23,21 +23,40 @@ pub struct Reason<'a> {
     pub deliveries: u64,
 }
 
-/// Moves `entry` to `dlq_key` and acknowledges it, in one `MULTI`: either both happen or
-/// neither, so an entry is never both dead-lettered and still pending, nor lost.
+/// Acknowledges the entry and, only if it was still pending, appends its fields to the
+/// dead-letter stream: one script, so a retry after a lost reply cannot add a second copy.
+/// (`ARGV[3] == '1'`: the entry was deleted from the stream and Redis already dropped it from
+/// the pending list while claiming it; record it anyway.)
+const MOVE: &str = r"
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 or ARGV[3] == '1' then
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+  return 1
+end
+return 0
+";
+
+/// Moves `entry` to `dlq_key` and acknowledges it atomically: either both happen or neither,
+/// so an entry is never both dead-lettered and still pending, nor lost; and an entry that is no
+/// longer pending (a retry after a lost reply) is not added twice. Returns whether it moved.
 pub async fn move_to_dead_letters<C: ConnectionLike>(
     conn: &mut C,
     consumer: &Consumer,
     dlq_key: &str,
     entry: &StreamEntry,
     reason: &Reason<'_>,
-) -> Result<(), StreamError> {
-    let mut xadd = redis::cmd("XADD");
-    xadd.arg(dlq_key).arg("*");
+) -> Result<bool, StreamError> {
+    let script = Script::new(MOVE);
+    let mut invocation = script.key(&consumer.stream_key);
+    invocation
+        .key(dlq_key)
+        .arg(&consumer.group)
+        .arg(entry.id.to_string())
+        .arg(if entry.fields.is_none() { "1" } else { "0" });
     for (k, v) in entry.fields.iter().flatten() {
-        xadd.arg(k).arg(v.as_slice());
+        invocation.arg(k).arg(v.as_slice());
     }
-    xadd.arg("dlq_reason")
+    invocation
+        .arg("dlq_reason")
         .arg(reason.code)
         .arg("dlq_error")
         .arg(reason.error)
@@ -53,17 +72,30 @@ pub async fn move_to_dead_letters<C: ConnectionLike>(
         .arg(reason.deliveries)
         .arg("dlq_at")
         .arg(chrono::Utc::now().to_rfc3339());
-    let mut xack = redis::cmd("XACK");
-    xack.arg(&consumer.stream_key)
-        .arg(&consumer.group)
-        .arg(entry.id.to_string());
-    redis::pipe()
-        .atomic()
-        .add_command(xadd)
-        .add_command(xack)
-        .exec_async(conn)
+    let moved: i64 = invocation.invoke_async(conn).await?;
+    Ok(moved == 1)
+}
+
+/// Trims a dead-letter stream to entries added after `keep_after` and to its newest `max_len`
+/// entries; returns how many were removed.
+pub async fn trim<C: ConnectionLike>(
+    conn: &mut C,
+    dlq_key: &str,
+    keep_after: EntryId,
+    max_len: u64,
+) -> Result<u64, StreamError> {
+    let (by_age, by_len): (u64, u64) = redis::pipe()
+        .cmd("XTRIM")
+        .arg(dlq_key)
+        .arg("MINID")
+        .arg(keep_after.to_string())
+        .cmd("XTRIM")
+        .arg(dlq_key)
+        .arg("MAXLEN")
+        .arg(max_len)
+        .query_async(conn)
         .await?;
-    Ok(())
+    Ok(by_age + by_len)
 }
 
 /// A dead-lettered entry as an operator sees it.

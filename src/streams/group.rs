@@ -230,3 +230,78 @@ pub async fn group_stats<C: ConnectionLike>(
     }
     Ok(out)
 }
+
+/// How long the group's oldest pending entry has waited since it was last delivered (`None`:
+/// nothing pending). This is time pending, not the entry's age: an entry written a day ago and
+/// delivered a second ago has waited a second.
+pub async fn oldest_pending_wait<C: ConnectionLike>(
+    conn: &mut C,
+    stream_key: &str,
+    group: &str,
+) -> Result<Option<Duration>, StreamError> {
+    let reply: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(stream_key)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(reply
+        .first()
+        .map(|(_, _, idle_ms, _)| Duration::from_millis(*idle_ms)))
+}
+
+/// Removes the consumer only if it owns no pending entry, atomically (an entry delivered to it
+/// after it was found idle would otherwise be dropped from the pending list and never
+/// redelivered).
+const REMOVE_IF_EMPTY: &str = r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then
+  return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Removes the consumers of `group` other than `keep` that have been idle for at least `grace`
+/// and own no pending entry (instances that went away); returns their names.
+pub async fn remove_idle_consumers<C: ConnectionLike>(
+    conn: &mut C,
+    stream_key: &str,
+    group: &str,
+    keep: &str,
+    grace: Duration,
+) -> Result<Vec<String>, StreamError> {
+    let info: redis::streams::StreamInfoConsumersReply = match redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream_key)
+        .arg(group)
+        .query_async(conn)
+        .await
+    {
+        Ok(info) => info,
+        Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let grace_ms = u128::from(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+    let script = redis::Script::new(REMOVE_IF_EMPTY);
+    let mut removed = Vec::new();
+    for c in info.consumers {
+        if c.name == keep || c.pending > 0 || (c.idle as u128) < grace_ms {
+            continue;
+        }
+        let done: i64 = script
+            .key(stream_key)
+            .arg(group)
+            .arg(&c.name)
+            .invoke_async(conn)
+            .await?;
+        if done == 1 {
+            removed.push(c.name);
+        }
+    }
+    Ok(removed)
+}

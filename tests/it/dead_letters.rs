@@ -327,3 +327,41 @@ async fn an_invalid_input_is_dead_lettered_at_once_while_everything_else_applies
         "a bad input restarts nothing: {restarts}\n{metrics}"
     );
 }
+
+#[tokio::test]
+async fn moving_an_entry_twice_after_a_lost_reply_leaves_one_dead_letter() {
+    use troupe::streams::dead_letter::{Reason, move_to_dead_letters};
+    use troupe::streams::group::{Consumer, ReadFrom, ensure_group};
+
+    let iso = crate::helpers::Isolation::new().await;
+    let mut conn = iso.redis().await;
+    let consumer = Consumer {
+        stream_key: iso.key("moved.input"),
+        group: "g".into(),
+        name: "c".into(),
+    };
+    ensure_group(&mut conn, &consumer.stream_key, "g")
+        .await
+        .unwrap();
+    iso.xadd("moved.input", &[("id", "x1"), ("data", "{}")])
+        .await;
+    let entries = consumer
+        .read(&mut conn, ReadFrom::New, 10, None)
+        .await
+        .unwrap();
+    let reason = Reason {
+        code: "invalid_json",
+        error: "bad",
+        deliveries: 1,
+    };
+    let dlq = iso.key("moved.input.dlq");
+    // The first move's reply is "lost": the caller does it again.
+    for expected in [true, false] {
+        let moved = move_to_dead_letters(&mut conn, &consumer, &dlq, &entries[0], &reason)
+            .await
+            .unwrap();
+        assert_eq!(moved, expected);
+    }
+    assert_eq!(iso.xlen("moved.input.dlq").await, 1, "one copy");
+    assert_eq!(iso.pending("moved.input", "g").await, 0, "acknowledged");
+}

@@ -90,3 +90,34 @@ async fn the_openapi_document_and_swagger_ui_are_served() {
         "Swagger UI is served offline"
     );
 }
+
+#[actix_web::test]
+async fn server_errors_carry_a_generic_message_and_the_request_id() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::AppOptions {
+        database_proxy: true,
+        ..Default::default()
+    })
+    .await;
+    app.database_proxy.as_ref().unwrap().cut().await;
+    let res = app
+        .client
+        .post(format!(
+            "{}/api/v1/inventory/SKU-1/adjustments",
+            app.address
+        ))
+        .header("X-Request-Id", "req-5xx")
+        .json(&serde_json::json!({"delta": 1, "warehouse": "w"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_server_error(), "{}", res.status());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["request_id"], "req-5xx", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for internal in ["127.0.0.1", "connection", "postgres", "pool", "refused"] {
+        assert!(
+            !message.to_lowercase().contains(internal),
+            "internal detail {internal:?} in {body}"
+        );
+    }
+}

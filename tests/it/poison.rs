@@ -26,23 +26,6 @@ async fn adjust(app: &TestApp, sku_path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-/// Dead-letter reasons on a dead-letter stream, oldest first.
-async fn reasons(app: &TestApp, dlq: &str) -> Vec<String> {
-    let entries: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
-        .arg(app.key(dlq))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut app.redis().await)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, mut f)| {
-            String::from_utf8_lossy(&f.remove("dlq_reason").unwrap_or_default()).into_owned()
-        })
-        .collect()
-}
-
 #[actix_web::test]
 async fn keys_postgres_cannot_store_are_refused_at_the_http_edge_and_writes_go_on() {
     let app = spawn_app().await;
@@ -140,7 +123,7 @@ async fn poison_entries_are_dead_lettered_with_their_reason_and_the_rest_applies
     write(&app, &adjustments(500, 1_000, &mut expected)).await;
 
     assert_applied(&app, &expected, 1_000).await;
-    let mut got = reasons(&app, DLQ).await;
+    let mut got = app.dead_letter_field(DLQ, "reason").await;
     got.sort();
     assert_eq!(
         got,
@@ -182,7 +165,10 @@ async fn a_unit_postgres_refuses_is_split_until_the_input_responsible_is_dead_le
     write(&app, &adjustments(300, 600, &mut expected)).await;
 
     assert_applied(&app, &expected, 600).await;
-    assert_eq!(reasons(&app, DLQ).await, ["commit_refused"]);
+    assert_eq!(
+        app.dead_letter_field(DLQ, "reason").await,
+        ["commit_refused"]
+    );
     assert_eq!(app.get("/api/v1/inventory/POISON").await.status(), 404);
 }
 
@@ -271,7 +257,7 @@ async fn a_state_postgres_cannot_store_fails_only_the_input_that_produced_it() {
     )
     .await;
     assert_eq!(
-        reasons(&app, "notes.input.dlq").await,
+        app.dead_letter_field("notes.input.dlq", "reason").await,
         ["unstorable", "unstorable"]
     );
     let n = notes.handle.get("N").await.unwrap().unwrap();

@@ -1,11 +1,17 @@
-//! Output-stream trimming against a real Redis: entries older than the retention point go, but
-//! never one that some consumer group has not yet read and acknowledged.
+//! What keeps Redis bounded, against a real Redis: output streams trimmed past their retention
+//! but never past what a group has not read and acknowledged; dead-letter streams trimmed by
+//! length and age; consumers of instances that went away removed once they own nothing.
 
 use redis::aio::MultiplexedConnection;
 use troupe::streams::entry::EntryId;
 use troupe::streams::outbox_relay::trim;
 
-use crate::helpers::Isolation;
+use std::time::Duration;
+
+use troupe::streams::group::{ensure_group, group_stats};
+
+use crate::helpers::oracle::{Expected, adjustments, write};
+use crate::helpers::{AppOptions, Isolation, TestApp, eventually, spawn_app_on, spawn_app_with};
 
 fn id(ms: u64) -> EntryId {
     EntryId { ms, seq: 0 }
@@ -119,4 +125,131 @@ async fn trimming_keeps_what_a_group_has_not_read_and_acknowledged() {
     ack(&mut conn, &key, "late", &[9, 10]).await;
     assert_eq!(trim(&mut conn, &key, id(10)).await.unwrap(), 1);
     assert_eq!(remaining(&mut conn, &key).await, vec![10]);
+}
+
+const INPUT: &str = "inventory.adjustments";
+const DLQ: &str = "inventory.adjustments.dlq";
+
+/// Writes `n` entries that cannot be decoded, so each is dead-lettered at once; returns their
+/// stream ids.
+async fn poison(app: &TestApp, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("bad{i}");
+        let fields = [
+            ("id", id.as_str()),
+            ("type", "stock.adjusted"),
+            ("data", "{not json"),
+        ];
+        ids.push(app.xadd(INPUT, &fields).await);
+    }
+    ids
+}
+
+/// Whether the domain's group has read and acknowledged everything on its input stream.
+async fn consumed(app: &TestApp) -> bool {
+    let stats = group_stats(&mut app.redis().await, &app.key(INPUT))
+        .await
+        .unwrap();
+    stats
+        .get("inventory")
+        .is_some_and(|g| g.lag == Some(0) && g.pending == 0)
+}
+
+#[actix_web::test]
+async fn dead_letter_streams_keep_only_their_newest_entries_up_to_the_length_limit() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| s.runtime.dead_letter_max_len = 5),
+        ..Default::default()
+    })
+    .await;
+    let written = poison(&app, 12).await;
+    eventually(
+        Duration::from_secs(20),
+        "all dead-lettered and trimmed to 5",
+        || async {
+            consumed(&app).await && app.dead_letter_field(DLQ, "original_id").await == written[7..]
+        },
+    )
+    .await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("troupe_dead_letters_trimmed_total{"),
+        "{metrics}"
+    );
+}
+
+#[actix_web::test]
+async fn dead_letters_older_than_the_retention_are_trimmed() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| s.runtime.dead_letter_retention_seconds = 1),
+        ..Default::default()
+    })
+    .await;
+    poison(&app, 3).await;
+    eventually(Duration::from_secs(20), "dead-lettered", || async {
+        consumed(&app).await
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "dead letters past a second trimmed",
+        || async { app.xlen(DLQ).await == 0 },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn consumers_idle_past_the_grace_period_that_own_nothing_are_removed() {
+    // Before the app starts: a consumer of an instance that went away, and one that still owns
+    // a pending entry (which the app claims only after runtime.claim_min_idle_ms).
+    let mut iso = Isolation::new().await;
+    iso.settings.runtime.consumer_idle_grace_seconds = 1;
+    let mut expected = Expected::default();
+    write(&iso, &adjustments(0, 1, &mut expected)).await;
+    let key = iso.key(INPUT);
+    let mut conn = iso.redis().await;
+    ensure_group(&mut conn, &key, "inventory").await.unwrap();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&key)
+        .arg("inventory")
+        .arg("gone")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("inventory")
+        .arg("holding")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let app = spawn_app_on(iso, AppOptions::default()).await;
+    write(&app, &adjustments(1, 10, &mut expected)).await;
+    eventually(
+        Duration::from_secs(20),
+        "the idle consumer removed",
+        || async { !consumers(&app).await.contains(&"gone".to_owned()) },
+    )
+    .await;
+    let left = consumers(&app).await;
+    assert!(left.contains(&"holding".to_owned()), "{left:?}");
+    assert!(left.contains(&app.settings.instance.id), "{left:?}");
+}
+
+async fn consumers(app: &TestApp) -> Vec<String> {
+    let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(app.key(INPUT))
+        .arg("inventory")
+        .query_async(&mut app.redis().await)
+        .await
+        .unwrap();
+    info.consumers.into_iter().map(|c| c.name).collect()
 }

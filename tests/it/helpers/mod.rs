@@ -123,7 +123,11 @@ fn init_test_tracing() {
 
 /// Spawns the app on a random port, with a fresh database and Redis key prefix.
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let mut isolation = Isolation::new().await;
+    spawn_app_on(Isolation::new().await, options).await
+}
+
+/// Spawns the app over `isolation`, for tests that prepare data before the app starts.
+pub async fn spawn_app_on(mut isolation: Isolation, options: AppOptions) -> TestApp {
     if let Some(url) = options.redis_url {
         isolation.settings.redis.url = url;
     }

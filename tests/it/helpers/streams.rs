@@ -116,6 +116,26 @@ impl Isolation {
         }
     }
 
+    /// One `dlq_*` field (`reason`, `original_id` …) of every entry in the dead-letter
+    /// stream `dlq` (logical name), oldest first.
+    pub async fn dead_letter_field(&self, dlq: &str, field: &str) -> Vec<String> {
+        let entries: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> =
+            redis::cmd("XRANGE")
+                .arg(self.key(dlq))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut self.redis().await)
+                .await
+                .unwrap();
+        let field = format!("dlq_{field}");
+        entries
+            .into_iter()
+            .map(|(_, mut f)| {
+                String::from_utf8_lossy(&f.remove(&field).unwrap_or_default()).into_owned()
+            })
+            .collect()
+    }
+
     /// XADDs raw field/value pairs, values as bytes (for values that are not UTF-8).
     pub async fn xadd_bytes(&self, stream: &str, fields: &[(&str, &[u8])]) -> String {
         let mut cmd = redis::cmd("XADD");
