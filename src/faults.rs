@@ -2,7 +2,7 @@
 //! at every step. Off unless `faults.crash_at` is set; see `docs/architecture.md`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::settings::{CrashPoint, FaultSettings};
@@ -13,6 +13,8 @@ pub struct Faults {
     armed: Option<(CrashPoint, u64)>,
     hits: Arc<AtomicU64>,
     command_reply_delay: Option<Duration>,
+    block_handler: Option<(String, Duration)>,
+    blocked: Arc<AtomicBool>,
 }
 
 impl Faults {
@@ -23,6 +25,28 @@ impl Faults {
             hits: Arc::default(),
             command_reply_delay: (settings.delay_command_reply_ms > 0)
                 .then(|| Duration::from_millis(settings.delay_command_reply_ms)),
+            block_handler: settings
+                .block_handler_key
+                .clone()
+                .map(|key| (key, Duration::from_millis(settings.block_handler_ms))),
+            blocked: Arc::default(),
+        }
+    }
+
+    /// Called on a partition's thread before a handler runs for `key`: blocks the thread
+    /// (deliberately, like a handler stuck in a blocking call) the first time `key` is
+    /// `faults.block_handler_key`.
+    pub fn entering_handler(&self, key: &str) {
+        if let Some((blocked_key, duration)) = &self.block_handler
+            && blocked_key == key
+            && !self.blocked.swap(true, Ordering::SeqCst)
+        {
+            tracing::warn!(
+                key,
+                block_ms = duration.as_millis() as u64,
+                "fault injection: blocking a handler"
+            );
+            std::thread::sleep(*duration);
         }
     }
 

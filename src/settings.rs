@@ -146,6 +146,13 @@ pub struct FaultSettings {
     /// after the commit, for tests of `outcome_unknown` and `Idempotency-Key` retries.
     #[serde(default)]
     pub delay_command_reply_ms: u64,
+    /// Blocks the partition thread for `block_handler_ms` the first time a handler runs for
+    /// this key, as a handler stuck on a lock or a slow call would (tests of the watchdog).
+    #[serde(default)]
+    pub block_handler_key: Option<String>,
+    /// How long [`Self::block_handler_key`] blocks.
+    #[serde(default)]
+    pub block_handler_ms: u64,
 }
 
 fn one() -> u64 {

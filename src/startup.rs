@@ -76,11 +76,20 @@ impl RunningDomains {
         })
     }
 
-    /// Health of each running domain.
+    /// Liveness of each running domain: `Err` once it failed for good.
     pub fn statuses(&self) -> Vec<(&'static str, Result<(), String>)> {
         let mut out = Vec::new();
         if let Some(h) = &self.inventory {
             out.push((h.name(), h.status().map_err(|e| e.to_string())));
+        }
+        out
+    }
+
+    /// Readiness of each running domain: `Err` while it has failed or is stalled.
+    pub fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let mut out = Vec::new();
+        if let Some(h) = &self.inventory {
+            out.push((h.name(), h.readiness()));
         }
         out
     }

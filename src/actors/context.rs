@@ -33,6 +33,8 @@ pub struct DomainContext<D: Domain> {
     pub relay_wakeup: Arc<Notify>,
     /// Notifications of committed changes, for WebSocket clients.
     pub notifications: broadcast::Sender<Notification>,
+    /// Progress, for the stall watchdog.
+    pub progress: Arc<super::watchdog::Progress>,
 }
 
 impl<D: Domain> DomainContext<D> {

@@ -83,6 +83,11 @@ impl<D: Domain> DomainHandle<D> {
         self.name
     }
 
+    /// `Err(reason)` while the domain cannot serve (failed for good, or stalled).
+    pub fn readiness(&self) -> Result<(), String> {
+        self.status.readiness()
+    }
+
     /// `Err` once the domain has failed for good.
     pub fn status(&self) -> Result<(), DomainUnavailable> {
         self.status

@@ -15,3 +15,4 @@ pub mod reader;
 pub mod relay;
 pub mod runtime;
 pub mod supervisor;
+pub mod watchdog;

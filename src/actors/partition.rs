@@ -13,9 +13,11 @@ use std::time::Instant;
 
 use actix::{Actor, Context, Handler, Message};
 
+use super::watchdog::Progress;
 use crate::domain::envelope::{span_id, trace_id};
 use crate::domain::keys::Limits;
 use crate::domain::{Domain, Effects, Entity, Failure, apply_command, apply_event};
+use crate::faults::Faults;
 use crate::store::entities::EntityWrite;
 use crate::telemetry::metrics::HANDLE_SECONDS;
 
@@ -45,11 +47,35 @@ pub struct Partition<D: Domain> {
     undo: HashMap<String, Option<Entity<D::State>>>,
     limits: Limits,
     handle_seconds: metrics::Histogram,
+    watch: HandlerWatch,
+}
+
+/// What a partition reports about the handlers it runs: which key is in a handler (for the
+/// stall watchdog), and the fault-injection hook.
+#[derive(Debug, Clone)]
+pub struct HandlerWatch {
+    /// The domain's progress.
+    pub progress: Arc<Progress>,
+    /// This partition's index.
+    pub partition: usize,
+    /// Fault injection.
+    pub faults: Faults,
+}
+
+impl HandlerWatch {
+    fn entering(&self, key: &str) {
+        self.progress.handling(self.partition, key);
+        self.faults.entering_handler(key);
+    }
+
+    fn left(&self) {
+        self.progress.handled(self.partition);
+    }
 }
 
 impl<D: Domain> Partition<D> {
-    /// An empty partition applying inputs within `limits`.
-    pub fn new(domain: Arc<D>, limits: Limits) -> Self {
+    /// An empty partition applying inputs within `limits`, reporting to `watch`.
+    pub fn new(domain: Arc<D>, limits: Limits, watch: HandlerWatch) -> Self {
         let handle_seconds = metrics::histogram!(HANDLE_SECONDS, "domain" => domain.name());
         Self {
             domain,
@@ -57,6 +83,7 @@ impl<D: Domain> Partition<D> {
             undo: HashMap::new(),
             limits,
             handle_seconds,
+            watch,
         }
     }
 
@@ -172,6 +199,7 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             let new_entity = Entity::default();
             let current = self.entities.get(&item.key).unwrap_or(&new_entity);
             let span = handler_span(&item.key, &item.traceparent);
+            self.watch.entering(&item.key);
             let outcome = span.in_scope(|| {
                 apply_event(
                     self.domain.as_ref(),
@@ -203,6 +231,7 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
                 }
             }
         }
+        self.watch.left();
         reply.writes = changed
             .into_iter()
             .map(|(key, state_json)| self.write_of(&key, state_json))
@@ -235,6 +264,7 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
         let new_entity = Entity::default();
         let current = self.entities.get(&msg.key).unwrap_or(&new_entity);
         let span = handler_span(&msg.key, &msg.traceparent);
+        self.watch.entering(&msg.key);
         let applied = span.in_scope(|| {
             apply_command(
                 self.domain.as_ref(),
@@ -244,6 +274,7 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
                 msg.command,
             )
         });
+        self.watch.left();
         let result = applied.map(|(applied, reply)| {
             self.install(&msg.key, applied.entity);
             let write = self.write_of(&msg.key, applied.state_json);

@@ -386,6 +386,9 @@ impl<D: Domain> Inner<D> {
         count("dead_lettered", report.dead_lettered);
         count("failed", report.left_pending);
         count("skipped", report.skipped);
+        if report.applied + report.duplicates + report.dead_lettered + report.skipped > 0 {
+            ctx.progress.progressed();
+        }
         Ok(report)
     }
 

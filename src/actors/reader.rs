@@ -241,7 +241,10 @@ impl<D: Domain> ReadLoop<D> {
                 // What was just read goes back to being pending; it is re-read in order.
                 return Ok(ReadEnd::LeftPending);
             }
-            if !entries.is_empty() {
+            if entries.is_empty() {
+                // Caught up: nothing waits, so there is nothing to be stalled on.
+                ctx.progress.progressed();
+            } else {
                 in_flight = Some(self.submit(entries, false));
             }
         }

@@ -10,9 +10,10 @@ use tokio::sync::{Notify, broadcast};
 use super::ask::ask;
 use super::context::DomainContext;
 use super::handle::DomainHandle;
-use super::partition::{Load, Partition, partition_of};
+use super::partition::{HandlerWatch, Load, Partition, partition_of};
 use super::processor::Processor;
 use super::supervisor::{DomainStatus, DomainSupervisor, Shutdown};
+use super::watchdog::Progress;
 use crate::domain::keys::Limits;
 use crate::domain::{Domain, Entity};
 use crate::faults::Faults;
@@ -99,13 +100,21 @@ pub async fn start_domain<D: Domain>(
     let limits = Limits {
         max_key_bytes: runtime.max_key_bytes,
     };
+    let progress = Arc::new(Progress::new(partition_count));
+    let faults = Faults::new(&settings.faults);
     let mut arbiters = Vec::with_capacity(partition_count + 1);
     let mut partitions = Vec::with_capacity(partition_count);
-    for entities in loaded {
+    for (index, entities) in loaded.into_iter().enumerate() {
         let arbiter = Arbiter::new();
         let d = domain.clone();
-        let partition =
-            Partition::start_in_arbiter(&arbiter.handle(), move |_| Partition::new(d, limits));
+        let watch = HandlerWatch {
+            progress: progress.clone(),
+            partition: index,
+            faults: faults.clone(),
+        };
+        let partition = Partition::start_in_arbiter(&arbiter.handle(), move |_| {
+            Partition::new(d, limits, watch)
+        });
         ask(&partition, Load { entities }, runtime.ask_timeout())
             .await
             .map_err(|e| StoreError::Pool(format!("partition did not start: {e}")))?;
@@ -122,11 +131,12 @@ pub async fn start_domain<D: Domain>(
         db,
         commit_timeout: settings.database.commit_timeout(),
         keys: redis.keys(),
-        faults: Faults::new(&settings.faults),
+        faults,
         relay_wakeup: Arc::new(Notify::new()),
         notifications: notifications.clone(),
+        progress: progress.clone(),
     });
-    let status = Arc::new(DomainStatus::default());
+    let status = Arc::new(DomainStatus::new(progress));
     let home = Arbiter::new();
     let processor = {
         let (ctx, partitions) = (ctx.clone(), partitions.clone());

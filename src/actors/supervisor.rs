@@ -20,6 +20,7 @@ use super::context::{DomainContext, StreamBinding};
 use super::processor::Processor;
 use super::reader::{Reader, StopReading};
 use super::relay::{Relay, StopRelaying};
+use super::watchdog::Progress;
 use crate::domain::Domain;
 use crate::store::pool::within;
 use crate::store::retention::{self, Retained};
@@ -71,16 +72,32 @@ impl Message for ChildExited {
     type Result = ();
 }
 
-/// Lifecycle of a domain, shared with the readiness check.
-#[derive(Debug, Default)]
+/// Lifecycle of a domain, shared with the health checks.
+#[derive(Debug)]
 pub struct DomainStatus {
     state: AtomicU8,
     reason: Mutex<Option<String>>,
+    progress: Arc<Progress>,
 }
 
 const FAILED: u8 = 1;
 
 impl DomainStatus {
+    /// A running domain whose progress `progress` tracks.
+    pub fn new(progress: Arc<Progress>) -> Self {
+        Self {
+            state: AtomicU8::new(0),
+            reason: Mutex::new(None),
+            progress,
+        }
+    }
+
+    /// `Err(reason)` while the domain cannot serve: failed for good, or stalled.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.check()?;
+        self.progress.stalled().map_or(Ok(()), Err)
+    }
+
     /// `Err(reason)` once the domain has failed for good.
     pub fn check(&self) -> Result<(), String> {
         if self.state.load(Ordering::SeqCst) == FAILED {
@@ -204,6 +221,14 @@ impl<D: Domain> Actor for DomainSupervisor<D> {
         }
         ctx.run_interval(self.ctx.runtime.stats_interval(), |act, ctx| {
             act.measure(ctx)
+        });
+        // The supervisor runs on its own thread, so a handler blocking a partition's thread
+        // cannot stop the watchdog.
+        let stall_timeout = self.ctx.runtime.stall_timeout();
+        let every = (stall_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        self.ctx.progress.progressed();
+        ctx.run_interval(every, move |act, _| {
+            act.ctx.progress.watch(act.ctx.name(), stall_timeout);
         });
         tracing::info!(
             domain = self.ctx.name(),

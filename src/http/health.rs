@@ -102,7 +102,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         .map(|(name, _)| name.to_owned())
         .collect();
     let mut domains = serde_json::Map::new();
-    for (name, status) in state.domains.statuses() {
+    for (name, status) in state.domains.readiness() {
         let check = match status {
             Ok(()) => CheckResult {
                 ok: true,

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{AppOptions, spawn_app, spawn_app_with};
+use crate::helpers::oracle::{Expected, adjustments, assert_applied, write};
+use crate::helpers::{AppOptions, eventually, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn liveness_answers() {
@@ -64,4 +65,51 @@ async fn not_ready_while_postgres_is_unreachable_then_ready_again() {
         status, 200,
         "readiness did not recover after Postgres came back"
     );
+}
+
+#[actix_web::test]
+async fn a_blocked_handler_makes_the_domain_stalled_and_not_ready_until_it_moves_again() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| {
+            s.runtime.stall_timeout_seconds = 2;
+            s.faults.block_handler_key = Some("O07".into());
+            s.faults.block_handler_ms = 8_000;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let mut expected = Expected::default();
+    write(&app, &adjustments(0, 400, &mut expected)).await;
+
+    eventually(
+        Duration::from_secs(20),
+        "readiness reports the stall",
+        || async { app.get("/health/ready").await.status() == 503 },
+    )
+    .await;
+    let stalled_body: Value = app.get("/health/ready").await.json().await.unwrap();
+    let reason = stalled_body["error"]["details"]["checks"]["domains"]["inventory"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("stalled"), "{stalled_body}");
+    assert!(
+        reason.contains("\"O07\""),
+        "names the key in the handler: {stalled_body}"
+    );
+    assert!(
+        stalled_body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("domain inventory"),
+        "{stalled_body}"
+    );
+    // Liveness is not readiness: a stall may pass, so the process is not restarted for it.
+    assert_eq!(app.get("/health/live").await.status(), 200);
+
+    // The handler returns; the domain applies everything, exactly once, and is ready again.
+    assert_applied(&app, &expected, 400).await;
+    eventually(Duration::from_secs(20), "ready again", || async {
+        app.get("/health/ready").await.status() == 200
+    })
+    .await;
 }

@@ -1,0 +1,135 @@
+//! The progress watchdog: a domain that has input waiting and makes no progress for
+//! `runtime.stall_timeout_seconds` is reported *stalled* — readiness answers 503 naming the
+//! domain, the key each partition is handling and for how long; `troupe_domain_stalled` is 1;
+//! a log line says the same once, and another when it recovers.
+//!
+//! Progress is a batch that settled input (committed, acknowledged as duplicate, dead-lettered)
+//! or a read that found nothing new (the domain is caught up). A handler that blocks its
+//! partition's thread, an entry retried forever, or a commit that never returns all stop it.
+//! The watchdog itself runs on the supervisor's thread, not a partition's, so a blocked
+//! handler cannot silence it.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::telemetry::metrics::DOMAIN_STALLED;
+
+/// What the watchdog watches, shared by the reader, the processor, the partitions and the
+/// readiness check.
+#[derive(Debug)]
+pub struct Progress {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last progress.
+    last_progress_ms: AtomicU64,
+    /// Per partition: the key whose input is in its handler, and since when.
+    handling: Vec<Mutex<Option<(String, Instant)>>>,
+    /// Why the domain is stalled, while it is.
+    stalled: Mutex<Option<String>>,
+}
+
+impl Progress {
+    /// Progress of a domain with `partitions` partitions, as of now.
+    pub fn new(partitions: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_progress_ms: AtomicU64::new(0),
+            handling: (0..partitions).map(|_| Mutex::new(None)).collect(),
+            stalled: Mutex::new(None),
+        }
+    }
+
+    /// The domain settled input or found nothing to do.
+    pub fn progressed(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_progress_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Partition `partition` is about to run a handler for `key`.
+    pub fn handling(&self, partition: usize, key: &str) {
+        if let Some(Ok(mut slot)) = self.handling.get(partition).map(Mutex::lock) {
+            *slot = Some((key.to_owned(), Instant::now()));
+        }
+    }
+
+    /// Partition `partition` is out of its handlers.
+    pub fn handled(&self, partition: usize) {
+        if let Some(Ok(mut slot)) = self.handling.get(partition).map(Mutex::lock) {
+            *slot = None;
+        }
+    }
+
+    /// Why the domain is stalled, if it is (as of the last [`Self::watch`]).
+    pub fn stalled(&self) -> Option<String> {
+        self.stalled.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// One watchdog step: compares the time since the last progress with `timeout`, records
+    /// the verdict for readiness and the metric, and logs when it changes.
+    pub fn watch(&self, domain: &'static str, timeout: Duration) {
+        let now = self.epoch.elapsed();
+        let last = Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed));
+        let idle = now.saturating_sub(last);
+        let verdict = (idle >= timeout).then(|| self.reason(idle));
+        let Ok(mut stalled) = self.stalled.lock() else {
+            return;
+        };
+        match (&*stalled, &verdict) {
+            (None, Some(reason)) => {
+                let keys = self.keys_in_handlers();
+                tracing::error!(domain, keys = ?keys, idle_s = idle.as_secs(), reason = %reason, "domain stalled: input waits and nothing progresses");
+            }
+            (Some(_), None) => {
+                tracing::info!(domain, "domain no longer stalled");
+            }
+            _ => {}
+        }
+        metrics::gauge!(DOMAIN_STALLED, "domain" => domain).set(if verdict.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        *stalled = verdict;
+    }
+
+    fn keys_in_handlers(&self) -> Vec<(String, u64)> {
+        self.handling
+            .iter()
+            .filter_map(|slot| slot.lock().ok().and_then(|s| s.clone()))
+            .map(|(key, since)| (key, since.elapsed().as_secs()))
+            .collect()
+    }
+
+    fn reason(&self, idle: Duration) -> String {
+        let keys = self.keys_in_handlers();
+        let mut reason = format!("stalled: no progress for {} s", idle.as_secs());
+        for (key, secs) in keys {
+            // Keys are validated (printable, bounded), so they can go into the message as is.
+            reason.push_str(&format!(
+                "; a handler has been running on key {key:?} for {secs} s"
+            ));
+        }
+        reason
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_progress_for_the_timeout_is_a_stall_naming_the_key_in_the_handler() {
+        let p = Progress::new(2);
+        p.progressed();
+        p.watch("d", Duration::from_secs(60));
+        assert_eq!(p.stalled(), None);
+        p.handling(1, "SKU-7");
+        p.watch("d", Duration::ZERO);
+        let reason = p.stalled().unwrap();
+        assert!(reason.contains("\"SKU-7\""), "{reason}");
+        p.handled(1);
+        p.progressed();
+        p.watch("d", Duration::from_secs(60));
+        assert_eq!(p.stalled(), None);
+    }
+}
