@@ -11,6 +11,7 @@ pub mod context;
 pub mod handle;
 pub mod partition;
 pub mod processor;
+pub mod quarantine;
 pub mod reader;
 pub mod relay;
 pub mod runtime;

@@ -23,6 +23,7 @@ use super::context::{DomainContext, StreamBinding};
 use super::partition::{
     ApplyCommand, ApplyEvents, EventItem, ItemOutcome, Partition, Refresh, Settle, partition_of,
 };
+use super::quarantine::{Quarantine, UNLOADABLE_STATE};
 use super::runtime::restore_entity;
 use crate::domain::envelope::{child_traceparent, trace_id};
 use crate::domain::keys::Limits;
@@ -100,11 +101,22 @@ struct Inner<D: Domain> {
     /// same (the connection broke while COMMIT was answered), so memory cannot know their
     /// values: they are reloaded from Postgres before the next unit.
     uncertain: Mutex<HashSet<String>>,
+    /// Keys whose stored state does not load.
+    quarantine: Arc<Quarantine>,
+    /// When quarantined keys were last tried again.
+    quarantine_checked: Mutex<Instant>,
 }
 
+/// How often quarantined keys are tried again (a repaired row is picked up this soon).
+const QUARANTINE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl<D: Domain> Processor<D> {
-    /// A processor over `partitions`.
-    pub fn new(ctx: Arc<DomainContext<D>>, partitions: Vec<Addr<Partition<D>>>) -> Self {
+    /// A processor over `partitions`; `quarantine` holds the keys that did not load.
+    pub fn new(
+        ctx: Arc<DomainContext<D>>,
+        partitions: Vec<Addr<Partition<D>>>,
+        quarantine: Arc<Quarantine>,
+    ) -> Self {
         let persist_seconds = metrics::histogram!(PERSIST_SECONDS, "domain" => ctx.name());
         let limits = Limits {
             max_key_bytes: ctx.runtime.max_key_bytes,
@@ -116,6 +128,8 @@ impl<D: Domain> Processor<D> {
                 limits,
                 persist_seconds,
                 uncertain: Mutex::default(),
+                quarantine,
+                quarantine_checked: Mutex::new(Instant::now()),
             }),
         }
     }
@@ -165,6 +179,9 @@ pub enum CommandError {
     /// The handler's result cannot be stored (a state holding `\u0000` or NaN, say).
     #[error("the command's result cannot be stored: {0}")]
     Unstorable(String),
+    /// The entity's stored state cannot be loaded (it is quarantined); nothing was applied.
+    #[error("the entity's stored state cannot be loaded: {0}")]
+    Unloadable(String),
     /// The same `Idempotency-Key` came with another request.
     #[error("idempotency key {0:?} was used for a different request")]
     IdempotencyKeyReused(String),
@@ -288,6 +305,7 @@ impl<D: Domain> Inner<D> {
         }
         ctx.faults.reached(CrashPoint::AfterRead);
         self.reload_uncertain().await?;
+        self.retry_quarantined().await?;
         let labels = [
             ("domain", ctx.name().to_owned()),
             ("stream", binding.name.clone()),
@@ -313,6 +331,10 @@ impl<D: Domain> Inner<D> {
         for (index, entry) in entries.iter().enumerate() {
             match self.decode(binding, entry, index, &deliveries) {
                 Decoded::Input(input) => {
+                    if let Some(reason) = self.quarantine.reason(&input.key) {
+                        out.dead.push((index, UNLOADABLE_STATE, reason));
+                        continue;
+                    }
                     if !seen.insert(input.input_id.clone()) {
                         out.ack.push(entry.id);
                         out.report.duplicates += 1;
@@ -662,8 +684,14 @@ impl<D: Domain> Inner<D> {
         .await?;
         let mut stored = HashMap::with_capacity(rows.len());
         for row in rows {
-            let (key, entity) = restore_entity::<D>(name, row)?;
-            stored.insert(key, entity);
+            match restore_entity::<D>(name, row) {
+                (key, Ok(entity)) => {
+                    stored.insert(key, entity);
+                }
+                // Evicted (absent from `stored`) and quarantined: its inputs are
+                // dead-lettered, the other keys go on.
+                (key, Err(e)) => self.quarantine.add(name, &key, error_chain(&e)),
+            }
         }
         let mut per_partition: Vec<Vec<_>> =
             (0..self.partitions.len()).map(|_| Vec::new()).collect();
@@ -690,6 +718,45 @@ impl<D: Domain> Inner<D> {
         Ok(())
     }
 
+    /// Tries the quarantined keys again, at most every [`QUARANTINE_RETRY`]: a key whose row
+    /// loads now is put back into its partition and leaves quarantine.
+    async fn retry_quarantined(&self) -> Result<(), ProcessError> {
+        match self.quarantine_checked.lock() {
+            Ok(mut checked) if checked.elapsed() >= QUARANTINE_RETRY => *checked = Instant::now(),
+            _ => return Ok(()),
+        }
+        let keys = self.quarantine.keys();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let name = self.ctx.name();
+        let rows = within(&self.ctx.db, self.ctx.commit_timeout, async |conn| {
+            entities::load_keys(conn, name, &keys).await
+        })
+        .await?;
+        let mut per_partition: Vec<Vec<_>> =
+            (0..self.partitions.len()).map(|_| Vec::new()).collect();
+        let mut loaded = Vec::new();
+        for row in rows {
+            if let (key, Ok(entity)) = restore_entity::<D>(name, row) {
+                per_partition[self.partition(&key)].push((key.clone(), Some(entity)));
+                loaded.push(key);
+            }
+        }
+        let timeout = self.ctx.runtime.ask_timeout();
+        for (p, entities) in per_partition.into_iter().enumerate() {
+            if !entities.is_empty() {
+                ask(&self.partitions[p], Refresh { entities }, timeout)
+                    .await
+                    .map_err(ProcessError::Partition)?;
+            }
+        }
+        for key in loaded {
+            self.quarantine.release(name, &key);
+        }
+        Ok(())
+    }
+
     /// Ends the unit in flight on `partitions`. A partition that does not answer in time is
     /// stuck in a handler: the supervisor's watchdog reports it.
     async fn settle(&self, partitions: &[usize], committed: bool) {
@@ -712,6 +779,9 @@ impl<D: Domain> Inner<D> {
         self.reload_uncertain()
             .await
             .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
+        if let Some(reason) = self.quarantine.reason(&msg.key) {
+            return Err(CommandError::Unloadable(reason));
+        }
         if let Some(idempotency) = &msg.idempotency {
             let stored = within(&ctx.db, ctx.commit_timeout, async |conn| {
                 commands::find(conn, ctx.name(), &idempotency.key).await

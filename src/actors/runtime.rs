@@ -12,6 +12,7 @@ use super::context::DomainContext;
 use super::handle::DomainHandle;
 use super::partition::{HandlerWatch, Load, Partition, partition_of};
 use super::processor::Processor;
+use super::quarantine::Quarantine;
 use super::supervisor::{DomainStatus, DomainSupervisor, Shutdown};
 use super::watchdog::Progress;
 use crate::domain::keys::Limits;
@@ -20,6 +21,7 @@ use crate::faults::Faults;
 use crate::settings::Settings;
 use crate::store::{self, StoreError, entities};
 use crate::streams::RedisClients;
+use crate::telemetry::error_chain;
 
 const LOAD_PAGE: i64 = 5_000;
 const NOTIFICATION_BUFFER: usize = 4_096;
@@ -55,11 +57,14 @@ impl<D: Domain> RunningDomain<D> {
 pub(crate) fn restore_entity<D: Domain>(
     domain: &str,
     row: entities::StoredEntity,
-) -> Result<(String, Entity<D::State>), StoreError> {
-    let state: D::State = serde_json::from_value(row.state)
-        .map_err(|e| StoreError::Corrupt(format!("{domain} entity {:?}: {e}", row.key)))?;
-    let version = u64::try_from(row.version).unwrap_or(0);
-    Ok((row.key, Entity { state, version }))
+) -> (String, Result<Entity<D::State>, StoreError>) {
+    let entity = serde_json::from_value::<D::State>(row.state)
+        .map(|state| Entity {
+            state,
+            version: u64::try_from(row.version).unwrap_or(0),
+        })
+        .map_err(|e| StoreError::Corrupt(format!("{domain} entity {:?}: {e}", row.key)));
+    (row.key, entity)
 }
 
 /// Starts `domain`: loads its entities, then its actors.
@@ -76,6 +81,7 @@ pub async fn start_domain<D: Domain>(
     let mut loaded: Vec<Vec<(String, Entity<D::State>)>> =
         (0..partition_count).map(|_| Vec::new()).collect();
     let mut total = 0usize;
+    let quarantine = Arc::new(Quarantine::default());
     {
         let mut conn = db.get().await?;
         let mut after: Option<String> = None;
@@ -85,9 +91,14 @@ pub async fn start_domain<D: Domain>(
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             for row in page {
-                let (key, entity) = restore_entity::<D>(domain.name(), row)?;
-                loaded[partition_of(&key, partition_count)].push((key, entity));
-                total += 1;
+                match restore_entity::<D>(domain.name(), row) {
+                    (key, Ok(entity)) => {
+                        loaded[partition_of(&key, partition_count)].push((key, entity));
+                        total += 1;
+                    }
+                    // One broken row must not keep the domain from starting.
+                    (key, Err(e)) => quarantine.add(domain.name(), &key, error_chain(&e)),
+                }
             }
         }
     }
@@ -140,7 +151,10 @@ pub async fn start_domain<D: Domain>(
     let home = Arbiter::new();
     let processor = {
         let (ctx, partitions) = (ctx.clone(), partitions.clone());
-        Processor::start_in_arbiter(&home.handle(), move |_| Processor::new(ctx, partitions))
+        let quarantine = quarantine.clone();
+        Processor::start_in_arbiter(&home.handle(), move |_| {
+            Processor::new(ctx, partitions, quarantine)
+        })
     };
     let supervisor = {
         let (ctx, processor, status) = (ctx.clone(), processor.clone(), status.clone());

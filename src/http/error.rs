@@ -216,6 +216,16 @@ impl From<CommandError> for ApiError {
                 }
             }
             CommandError::IdempotencyKeyReused(_) => ApiError::IdempotencyKeyReused,
+            e @ CommandError::Unloadable(_) => {
+                tracing::error!(error = %error_chain(&e), "command on a quarantined entity");
+                ApiError::Unavailable {
+                    code: "entity_unavailable",
+                    message:
+                        "this entity's stored state cannot be loaded; an operator must repair it"
+                            .into(),
+                    details: None,
+                }
+            }
             e @ CommandError::NotCommitted(_) => {
                 tracing::warn!(error = %error_chain(&e), "command not committed");
                 ApiError::Unavailable {

@@ -271,3 +271,98 @@ async fn a_state_postgres_cannot_store_fails_only_the_input_that_produced_it() {
     assert_eq!(stored, 2);
     notes.abort();
 }
+
+#[actix_web::test]
+async fn a_stored_state_that_no_longer_loads_quarantines_its_key_and_the_rest_goes_on() {
+    use crate::helpers::Isolation;
+    use crate::helpers::child::ChildService;
+
+    let iso = Isolation::new().await;
+    let mut expected = Expected::default();
+    write(&iso, &adjustments(0, 400, &mut expected)).await;
+    let child = ChildService::start(&iso, &[]);
+    let applied = "SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state";
+    eventually(
+        Duration::from_secs(60),
+        "the first load applied",
+        || async {
+            iso.sql_i64(
+                "SELECT COUNT(*) AS v FROM pg_tables WHERE tablename = 'troupe_entity_state'",
+            )
+            .await
+                == 1
+                && iso.sql_i64(applied).await == 400
+        },
+    )
+    .await;
+    child.kill().await;
+
+    // A row no longer decodes into the domain's state (edited by hand, say).
+    let broken_version = iso
+        .sql_i64(
+            "WITH b AS (UPDATE troupe_entity_state SET state = '\"broken\"'::jsonb \
+             WHERE key = 'O05' RETURNING version) SELECT version AS v FROM b",
+        )
+        .await;
+    // The domain starts all the same, and applies everything but that key's inputs.
+    let child = ChildService::start(&iso, &[]);
+    let before = expected.skus.clone();
+    write(&iso, &adjustments(400, 800, &mut expected)).await;
+    let o05_inputs = 10; // 400..800 holds ten inputs for each of the 40 SKUs
+    let others: i64 = expected
+        .skus
+        .iter()
+        .filter(|(sku, _)| sku.as_str() != "O05")
+        .map(|(_, (_, version))| version)
+        .sum();
+    eventually(
+        Duration::from_secs(60),
+        "everything but O05 applied, O05's inputs dead-lettered",
+        || async {
+            iso.sql_i64(
+                "SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state \
+                 WHERE key <> 'O05'",
+            )
+            .await
+                == others
+                && iso.xlen(DLQ).await == o05_inputs
+                && iso.pending(STREAM, "inventory").await == 0
+        },
+    )
+    .await;
+    assert_eq!(
+        iso.dead_letter_field(DLQ, "reason").await,
+        vec!["unloadable_state"; o05_inputs as usize]
+    );
+
+    // Repaired, the key is back: its next inputs apply on the repaired state.
+    let (on_hand, version) = before["O05"];
+    assert_eq!(version, broken_version);
+    iso.sql_i64(&format!(
+        "WITH r AS (UPDATE troupe_entity_state SET state = jsonb_build_object('on_hand', {on_hand}::int8, 'reserved', 0) \
+         WHERE key = 'O05' RETURNING 1) SELECT COUNT(*)::int8 AS v FROM r"
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    iso.xadd(
+        STREAM,
+        &[
+            ("id", "repaired-1"),
+            ("type", "stock.adjusted"),
+            ("key", "O05"),
+            ("data", r#"{"delta":2,"warehouse":"w"}"#),
+        ],
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the repaired key applies again",
+        || async {
+            iso.sql_i64("SELECT version AS v FROM troupe_entity_state WHERE key = 'O05'")
+                .await
+                == broken_version + 1
+        },
+    )
+    .await;
+    child.kill().await;
+}

@@ -1,0 +1,54 @@
+//! Keys whose stored state cannot be loaded (a row that no longer decodes into the domain's
+//! state: edited by hand, written by an incompatible version). Such a key is kept out of memory
+//! and its inputs are dead-lettered (`unloadable_state`) and its commands refused, so that one
+//! broken row never stops the domain or blocks other keys. The processor tries to load the
+//! quarantined keys again now and then; once an operator has repaired the row, the key is back.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Dead-letter reason of an input whose entity is quarantined.
+pub const UNLOADABLE_STATE: &str = "unloadable_state";
+
+/// The quarantined keys of one domain, with why each failed to load.
+#[derive(Debug, Default)]
+pub struct Quarantine {
+    keys: Mutex<HashMap<String, String>>,
+}
+
+impl Quarantine {
+    /// Quarantines `key`; logs it the first time.
+    pub fn add(&self, domain: &str, key: &str, reason: String) {
+        if let Ok(mut keys) = self.keys.lock()
+            && keys.insert(key.to_owned(), reason.clone()).is_none()
+        {
+            tracing::error!(domain, key, error = %reason, "stored state cannot be loaded; the key is quarantined: its inputs are dead-lettered (unloadable_state) until the row is repaired");
+        }
+    }
+
+    /// Why `key` is quarantined, if it is.
+    pub fn reason(&self, key: &str) -> Option<String> {
+        self.keys.lock().ok()?.get(key).cloned()
+    }
+
+    /// The quarantined keys.
+    pub fn keys(&self) -> Vec<String> {
+        self.keys
+            .lock()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes `key` out of quarantine (its state loads again).
+    pub fn release(&self, domain: &str, key: &str) {
+        if let Ok(mut keys) = self.keys.lock()
+            && keys.remove(key).is_some()
+        {
+            tracing::info!(
+                domain,
+                key,
+                "stored state loads again; the key is out of quarantine"
+            );
+        }
+    }
+}
