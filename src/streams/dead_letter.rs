@@ -35,6 +35,11 @@ end
 return 0
 ";
 
+/// Most original fields copied into a dead letter: a script cannot pass many more values to one
+/// command (Lua's stack holds ~8,000), and an entry with thousands of fields is garbage anyway.
+/// The rest are dropped and `dlq_fields_dropped` says how many.
+pub const MAX_DEAD_LETTER_FIELDS: usize = 1_000;
+
 /// Moves `entry` to `dlq_key` and acknowledges it atomically: either both happen or neither,
 /// so an entry is never both dead-lettered and still pending, nor lost; and an entry that is no
 /// longer pending (a retry after a lost reply) is not added twice. Returns whether it moved.
@@ -52,8 +57,14 @@ pub async fn move_to_dead_letters<C: ConnectionLike>(
         .arg(&consumer.group)
         .arg(entry.id.to_string())
         .arg(if entry.fields.is_none() { "1" } else { "0" });
-    for (k, v) in entry.fields.iter().flatten() {
+    let fields = entry.fields.as_deref().unwrap_or_default();
+    for (k, v) in fields.iter().take(MAX_DEAD_LETTER_FIELDS) {
         invocation.arg(k).arg(v.as_slice());
+    }
+    if fields.len() > MAX_DEAD_LETTER_FIELDS {
+        invocation
+            .arg("dlq_fields_dropped")
+            .arg(fields.len() - MAX_DEAD_LETTER_FIELDS);
     }
     invocation
         .arg("dlq_reason")

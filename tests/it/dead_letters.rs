@@ -365,3 +365,30 @@ async fn moving_an_entry_twice_after_a_lost_reply_leaves_one_dead_letter() {
     assert_eq!(iso.xlen("moved.input.dlq").await, 1, "one copy");
     assert_eq!(iso.pending("moved.input", "g").await, 0, "acknowledged");
 }
+
+#[actix_web::test]
+async fn an_entry_with_thousands_of_fields_is_dead_lettered_and_the_stream_goes_on() {
+    let app = spawn_app().await;
+    let names: Vec<String> = (0..5_000).map(|i| format!("f{i}")).collect();
+    let mut fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x")).collect();
+    fields.push(("type", "stock.adjusted"));
+    app.xadd(STREAM, &fields).await;
+    app.write_adjustments(&[Adjustment {
+        id: "after-the-wide-one".into(),
+        sku: "WIDE-1",
+        delta: 3,
+    }])
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the next entry applied",
+        || async { app.get("/api/v1/inventory/WIDE-1").await.status() == 200 },
+    )
+    .await;
+    assert_eq!(app.xlen(DLQ).await, 1);
+    assert_eq!(
+        app.dead_letter_field(DLQ, "fields_dropped").await,
+        ["4001"],
+        "5,001 fields, the first 1,000 kept"
+    );
+}
