@@ -16,7 +16,9 @@ use super::context::DomainContext;
 use super::supervisor::{Child, ChildExited};
 use crate::domain::Domain;
 use crate::settings::CrashPoint;
-use crate::store::pool::within;
+use redis::aio::MultiplexedConnection;
+
+use crate::store::pool::Dedicated;
 use crate::store::{StoreError, outbox};
 use crate::streams::StreamError;
 use crate::streams::entry::EntryId;
@@ -39,7 +41,9 @@ pub enum RelayError {
     #[error(transparent)]
     Streams(#[from] StreamError),
     /// Redis did not confirm within the timeout that published events reached its
-    /// append-only file; they are not recorded as published and go out again.
+    /// append-only file. The relay restarts; Redis's marker is ahead of the outbox then, so the
+    /// rows are recorded as published, and should Redis lose them after all, the retained rows
+    /// are published again when the relay finds Redis behind.
     #[error("Redis did not write the published events to its append-only file in time")]
     NotDurable,
     /// Redis's marker kept moving under the relay (another relay of the same domain?).
@@ -127,13 +131,16 @@ pub enum Round {
     Reconciled,
 }
 
-/// The relay's view of where publication stands.
-#[derive(Debug, Clone)]
-pub struct RelayPosition {
-    /// The marker Redis should hold: the last event recorded as published.
-    pub expected: Marker,
-    /// Whether to wait for Redis's append-only file after each publication.
-    pub wait_aof: bool,
+/// The relay of one domain while it leads: its own Postgres session (holding the relay lock)
+/// and its own Redis connection (`WAITAOF` blocks its connection, and waits for the writes of
+/// that connection only), and where publication stands.
+pub struct Publisher<'a, D: Domain> {
+    ctx: &'a DomainContext<D>,
+    db: Dedicated,
+    redis: MultiplexedConnection,
+    wait_aof: bool,
+    /// The marker Redis should hold; the relay publishes the rows after it.
+    expected: Marker,
 }
 
 async fn run<D: Domain>(
@@ -150,19 +157,19 @@ async fn relay_loop<D: Domain>(
     stop: &AtomicBool,
     progressed: &mut bool,
 ) -> Result<(), RelayError> {
-    let mut position = start(ctx).await?;
+    let Some(mut publisher) = Publisher::lead(ctx, stop).await? else {
+        return Ok(());
+    };
+    *progressed = true;
     let mut last_trim = Instant::now();
     loop {
         // Publish until the outbox is empty, then wait for a commit or the interval; trim on
         // the timer whatever the backlog, so a busy domain's stream is bounded too.
         let mut reconciled = false;
         loop {
-            match relay_once(ctx, &mut position).await? {
+            match publisher.round().await? {
                 Round::Idle => break,
-                Round::Published(_) => {
-                    *progressed = true;
-                    reconciled = false;
-                }
+                Round::Published(_) => reconciled = false,
                 Round::Reconciled if reconciled => return Err(RelayError::MarkerUnstable),
                 Round::Reconciled => reconciled = true,
             }
@@ -174,159 +181,234 @@ async fn relay_loop<D: Domain>(
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if last_trim.elapsed() >= TRIM_INTERVAL {
-            last_trim = Instant::now();
-            trim_output(ctx).await?;
-        }
         let _ =
             tokio::time::timeout(ctx.runtime.relay_interval(), ctx.relay_wakeup.notified()).await;
+        // A Redis that went back while nothing was emitted is noticed now, not at the next
+        // event (by then the retention window may have passed).
+        publisher.check_marker().await?;
     }
 }
 
-/// Finds out whether Redis supports `WAITAOF` and reconciles its marker with the outbox.
-pub async fn start<D: Domain>(ctx: &DomainContext<D>) -> Result<RelayPosition, RelayError> {
-    let wait_aof = if ctx.runtime.relay_wait_aof {
-        match probe_waitaof(&mut ctx.redis.manager()).await {
-            Ok(()) => true,
-            Err(e) if e.is_outage() => return Err(e.into()),
-            Err(e) => {
-                tracing::info!(
-                    domain = ctx.name(),
-                    reason = %error_chain(&e),
-                    "Redis cannot confirm append-only writes (WAITAOF needs Redis 7.2 and appendonly yes); \
-                     events published in Redis's last unsynced second can be lost and are published again \
-                     from the retained outbox when the relay notices"
-                );
-                false
-            }
-        }
-    } else {
-        false
-    };
-    Ok(RelayPosition {
-        expected: reconcile_marker(ctx).await?,
-        wait_aof,
-    })
-}
-
-/// Compares Redis's marker with the outbox, repairs whichever side is off, and returns the
-/// marker Redis now holds.
-async fn reconcile_marker<D: Domain>(ctx: &DomainContext<D>) -> Result<Marker, RelayError> {
-    let (domain, key) = (ctx.name(), ctx.relay_marker_key());
-    let mut redis = ctx.redis.manager();
-    let marker = read_marker(&mut redis, &key).await?;
-    let at = marker.as_ref().map_or(0, |m| m.seq);
-    let view = within(&ctx.db, ctx.commit_timeout, async |conn| {
-        outbox::view(conn, domain, at).await
-    })
-    .await?;
-    let plan = reconcile(marker.as_ref(), &view);
-    let (outcome, marker) = match plan {
-        Reconcile::InStep(m) => return Ok(m),
-        Reconcile::Republish { after } => {
-            let n = unmark_after(ctx, after.seq).await?;
-            set_marker(&mut redis, &key, &after).await?;
-            tracing::warn!(domain, marker_seq = after.seq, published_seq = ?view.last_published.as_ref().map(|l| l.0), republishing = n,
-                "Redis is behind what was published (it lost writes or was restored); publishing the retained events after its marker again");
-            ("redis_behind", after)
-        }
-        Reconcile::RecordThrough(m) => {
-            within(&ctx.db, ctx.commit_timeout, async |conn| {
-                outbox::mark_published(conn, domain, m.seq).await
+impl<'a, D: Domain> Publisher<'a, D> {
+    /// Waits until this relay holds the domain's relay lock (another instance's relay may hold
+    /// it), then finds out whether Redis supports `WAITAOF` and reconciles its marker with the
+    /// outbox. `None` when asked to stop first.
+    pub async fn lead(
+        ctx: &'a DomainContext<D>,
+        stop: &AtomicBool,
+    ) -> Result<Option<Self>, RelayError> {
+        let domain = ctx.name();
+        let mut db = Dedicated::take(&ctx.db).await?;
+        let mut waiting = false;
+        while !db
+            .run(ctx.commit_timeout, async |conn| {
+                outbox::try_lead_relay(conn, domain).await
             })
-            .await?;
+            .await?
+        {
+            if !waiting {
+                tracing::info!(
+                    domain,
+                    "another relay publishes this domain's events; standing by"
+                );
+                waiting = true;
+            }
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            tokio::time::sleep(ctx.runtime.relay_interval() * 5).await;
+        }
+        if waiting {
             tracing::info!(
                 domain,
-                marker_seq = m.seq,
-                "events published before a restart are recorded as published"
+                "this instance's relay now publishes the domain's events"
             );
-            ("record_through", m)
         }
-        Reconcile::PostgresWentBack { to } => {
-            set_marker(&mut redis, &key, &to).await?;
-            tracing::error!(
-                domain,
-                marker_seq = at,
-                moved_to = to.seq,
-                "Redis's relay marker names an event the outbox does not hold at that position: Postgres went back \
-                 (restore, reset or lost commits); moved the marker down so new events are not skipped"
-            );
-            ("postgres_went_back", to)
+        // WAITAOF waits up to the commit timeout; the connection's own timeout is above it.
+        let mut redis = ctx.redis.blocking(ctx.commit_timeout).await?;
+        let wait_aof = ctx.runtime.relay_wait_aof && supports_waitaof(domain, &mut redis).await?;
+        let mut publisher = Self {
+            ctx,
+            db,
+            redis,
+            wait_aof,
+            expected: Marker::default(),
+        };
+        publisher.expected = publisher.reconcile_marker().await?;
+        Ok(Some(publisher))
+    }
+
+    /// Publishes the next batch after the expected marker and records it as published (the
+    /// rows stay in the outbox for `runtime.outbox_retention_seconds`).
+    pub async fn round(&mut self) -> Result<Round, RelayError> {
+        let (ctx, domain) = (self.ctx, self.ctx.name());
+        let after = self.expected.seq;
+        let batch = self
+            .db
+            .run(ctx.commit_timeout, async |conn| {
+                outbox::next_batch(conn, domain, after, ctx.runtime.relay_batch).await
+            })
+            .await?;
+        let Some(last) = batch.last() else {
+            return Ok(Round::Idle);
+        };
+        let stream_key = ctx.keys.stream(&ctx.output_stream());
+        let marker_key = ctx.relay_marker_key();
+        match publish(
+            &mut self.redis,
+            &stream_key,
+            &marker_key,
+            &self.expected,
+            &batch,
+        )
+        .await?
+        {
+            Published::MarkerMoved => {
+                self.expected = self.reconcile_marker().await?;
+                return Ok(Round::Reconciled);
+            }
+            Published::Appended(n) => {
+                let again = batch.iter().filter(|e| e.republished).count() as u64;
+                metrics::counter!(OUTBOX_PUBLISHED_TOTAL, "domain" => domain).increment(n);
+                if again > 0 {
+                    metrics::counter!(OUTBOX_REPUBLISHED_TOTAL, "domain" => domain)
+                        .increment(again);
+                }
+            }
         }
-        Reconcile::RepublishAll => {
-            let n = unmark_after(ctx, 0).await?;
-            set_marker(&mut redis, &key, &Marker::default()).await?;
-            tracing::error!(
-                domain,
-                marker_seq = at,
-                republishing = n,
-                "the outbox no longer holds the event at Redis's marker (Redis behind by more than \
-                 runtime.outbox_retention_seconds?); publishing every retained event again; older ones may be missing"
-            );
-            ("republish_all", Marker::default())
+        if self.wait_aof && !wait_aof(&mut self.redis, ctx.commit_timeout).await? {
+            return Err(RelayError::NotDurable);
         }
-    };
-    metrics::counter!(RELAY_RECONCILED_TOTAL, "domain" => domain, "outcome" => outcome)
-        .increment(1);
-    Ok(marker)
+        ctx.faults.reached(CrashPoint::AfterPublishBeforeMark);
+        let through = last.seq;
+        self.db
+            .run(ctx.commit_timeout, async |conn| {
+                outbox::mark_published(conn, domain, through).await
+            })
+            .await?;
+        self.expected = Marker {
+            seq: last.seq,
+            event_id: last.event_id.clone(),
+        };
+        Ok(Round::Published(batch.len()))
+    }
+
+    /// Reconciles when Redis's marker is not the expected one.
+    async fn check_marker(&mut self) -> Result<(), RelayError> {
+        let found = read_marker(&mut self.redis, &self.ctx.relay_marker_key()).await?;
+        let in_step = match &found {
+            Some(m) => *m == self.expected,
+            None => self.expected == Marker::default(),
+        };
+        if !in_step {
+            self.expected = self.reconcile_marker().await?;
+        }
+        Ok(())
+    }
+
+    /// Compares Redis's marker with the outbox, repairs whichever side is off, and returns the
+    /// marker Redis now holds.
+    async fn reconcile_marker(&mut self) -> Result<Marker, RelayError> {
+        let (ctx, domain, key) = (self.ctx, self.ctx.name(), self.ctx.relay_marker_key());
+        let marker = read_marker(&mut self.redis, &key).await?;
+        let marker_id = marker.as_ref().map(|m| m.event_id.clone());
+        let view = self
+            .db
+            .run(ctx.commit_timeout, async |conn| {
+                outbox::view(conn, domain, marker_id.as_deref()).await
+            })
+            .await?;
+        let at = marker.as_ref().map_or(0, |m| m.seq);
+        let published = view.last_published.as_ref().map_or(0, |l| l.0);
+        let (outcome, marker) = match reconcile(marker.as_ref(), &view) {
+            Reconcile::InStep(m) => return Ok(m),
+            Reconcile::Republish { after } => {
+                set_marker(&mut self.redis, &key, &after).await?;
+                tracing::warn!(
+                    domain,
+                    marker_seq = after.seq,
+                    published_seq = published,
+                    "Redis is behind what was published (it lost writes or was restored); publishing the retained events after its marker again"
+                );
+                ("redis_behind", after)
+            }
+            Reconcile::RecordThrough(m) => {
+                self.record_through(m.seq).await?;
+                tracing::info!(
+                    domain,
+                    marker_seq = m.seq,
+                    "events published before a restart are recorded as published"
+                );
+                ("record_through", m)
+            }
+            Reconcile::Upgrade(m) => {
+                self.record_through(m.seq).await?;
+                set_marker(&mut self.redis, &key, &m).await?;
+                tracing::info!(
+                    domain,
+                    marker_seq = m.seq,
+                    "relay marker of the earlier format rewritten"
+                );
+                ("upgrade", m)
+            }
+            Reconcile::PostgresWentBack { to } => {
+                set_marker(&mut self.redis, &key, &to).await?;
+                tracing::error!(
+                    domain,
+                    marker_seq = at,
+                    moved_to = to.seq,
+                    "Redis's relay marker names an event the outbox does not hold there: Postgres went back \
+                     (restore, reset or lost commits); moved the marker down so new events are not skipped"
+                );
+                ("postgres_went_back", to)
+            }
+            Reconcile::RepublishAll => {
+                set_marker(&mut self.redis, &key, &Marker::default()).await?;
+                tracing::error!(
+                    domain,
+                    marker_seq = at,
+                    published_seq = published,
+                    "the outbox no longer holds the event at Redis's marker (Redis behind by more than \
+                     runtime.outbox_retention_seconds?); publishing every retained event again; older ones may be missing"
+                );
+                ("republish_all", Marker::default())
+            }
+        };
+        metrics::counter!(RELAY_RECONCILED_TOTAL, "domain" => domain, "outcome" => outcome)
+            .increment(1);
+        Ok(marker)
+    }
+
+    async fn record_through(&mut self, seq: i64) -> Result<(), RelayError> {
+        let (ctx, domain) = (self.ctx, self.ctx.name());
+        self.db
+            .run(ctx.commit_timeout, async |conn| {
+                outbox::mark_published(conn, domain, seq).await
+            })
+            .await?;
+        Ok(())
+    }
 }
 
-async fn unmark_after<D: Domain>(ctx: &DomainContext<D>, seq: i64) -> Result<usize, RelayError> {
-    let n = within(&ctx.db, ctx.commit_timeout, async |conn| {
-        outbox::unmark_after(conn, ctx.name(), seq).await
-    })
-    .await?;
-    metrics::counter!(OUTBOX_REPUBLISHED_TOTAL, "domain" => ctx.name()).increment(n as u64);
-    Ok(n)
-}
-
-/// Publishes one batch of outbox rows and records them as published (they stay in the outbox
-/// for `runtime.outbox_retention_seconds`).
-pub async fn relay_once<D: Domain>(
-    ctx: &DomainContext<D>,
-    position: &mut RelayPosition,
-) -> Result<Round, RelayError> {
-    let domain = ctx.name();
-    let batch = within(&ctx.db, ctx.commit_timeout, async |conn| {
-        outbox::next_batch(conn, domain, ctx.runtime.relay_batch).await
-    })
-    .await?;
-    let Some(last) = batch.last() else {
-        return Ok(Round::Idle);
-    };
-    let mut redis = ctx.redis.manager();
-    let stream_key = ctx.keys.stream(&ctx.output_stream());
-    let marker_key = ctx.relay_marker_key();
-    match publish(
-        &mut redis,
-        &stream_key,
-        &marker_key,
-        &position.expected,
-        &batch,
-    )
-    .await?
-    {
-        Published::MarkerMoved => {
-            position.expected = reconcile_marker(ctx).await?;
-            return Ok(Round::Reconciled);
-        }
-        Published::Appended(n) => {
-            metrics::counter!(OUTBOX_PUBLISHED_TOTAL, "domain" => domain).increment(n);
+/// Whether this Redis can confirm append-only writes; logs why not.
+async fn supports_waitaof(
+    domain: &str,
+    redis: &mut MultiplexedConnection,
+) -> Result<bool, RelayError> {
+    match probe_waitaof(redis).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_outage() => Err(e.into()),
+        Err(e) => {
+            tracing::info!(
+                domain,
+                reason = %error_chain(&e),
+                "Redis cannot confirm append-only writes (WAITAOF needs Redis 7.2 and appendonly yes); \
+                 events published in Redis's last unsynced second can be lost and are published again \
+                 from the retained outbox when the relay notices"
+            );
+            Ok(false)
         }
     }
-    if position.wait_aof && !wait_aof(&mut redis, ctx.commit_timeout).await? {
-        return Err(RelayError::NotDurable);
-    }
-    ctx.faults.reached(CrashPoint::AfterPublishBeforeMark);
-    within(&ctx.db, ctx.commit_timeout, async |conn| {
-        outbox::mark_published(conn, domain, last.seq).await
-    })
-    .await?;
-    position.expected = Marker {
-        seq: last.seq,
-        event_id: last.event_id.clone(),
-    };
-    Ok(Round::Published(batch.len()))
 }
 
 async fn trim_output<D: Domain>(ctx: &DomainContext<D>) -> Result<(), RelayError> {

@@ -69,17 +69,20 @@ struct OutboxRow {
     data: String,
     created_at: chrono::DateTime<chrono::Utc>,
     traceparent: Option<String>,
+    published: bool,
 }
 
-/// The oldest unpublished events of `domain`, in `seq` order.
+/// `domain`'s events after `after_seq`, in `seq` order: the unpublished ones after the last
+/// published row, or — when the relay republishes what Redis lost — published ones too.
 pub async fn next_batch(
     conn: &mut AsyncPgConnection,
     domain: &str,
+    after_seq: i64,
     limit: i64,
 ) -> Result<Vec<OutgoingEvent>, StoreError> {
     let rows: Vec<OutboxRow> = t::table
         .filter(t::domain.eq(domain))
-        .filter(t::published_at.is_null())
+        .filter(t::seq.gt(after_seq))
         .order(t::seq.asc())
         .limit(limit)
         .select((
@@ -90,6 +93,7 @@ pub async fn next_batch(
             t::data,
             t::created_at,
             t::traceparent,
+            t::published_at.is_not_null(),
         ))
         .load(conn)
         .await?;
@@ -105,6 +109,7 @@ pub async fn next_batch(
                 .created_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             traceparent: r.traceparent,
+            republished: r.published,
         })
         .collect())
 }
@@ -126,31 +131,15 @@ pub async fn mark_published(
     .await?)
 }
 
-/// Marks `domain`'s retained published events after `seq` as unpublished again, so the relay
-/// publishes them once more, in order; returns how many.
-pub async fn unmark_after(
-    conn: &mut AsyncPgConnection,
-    domain: &str,
-    seq: i64,
-) -> Result<usize, StoreError> {
-    Ok(diesel::update(
-        t::table
-            .filter(t::domain.eq(domain))
-            .filter(t::published_at.is_not_null())
-            .filter(t::seq.gt(seq)),
-    )
-    .set(t::published_at.eq(None::<chrono::DateTime<chrono::Utc>>))
-    .execute(conn)
-    .await?)
-}
-
 /// What the outbox says about publication, for checking Redis's marker against it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxView {
     /// The newest published event: `(seq, event id)`.
     pub last_published: Option<(i64, String)>,
-    /// The id of the event at the marker's `seq`, when that row is still kept.
-    pub id_at_marker: Option<String>,
+    /// The `seq` of the row holding the marker's event id, if the outbox still has it.
+    pub marker_row: Option<i64>,
+    /// The lowest `seq` the outbox keeps.
+    pub min_seq: Option<i64>,
     /// The highest `seq` of the domain's rows, published or not.
     pub max_seq: Option<i64>,
 }
@@ -161,34 +150,39 @@ struct ViewRow {
     last_seq: Option<i64>,
     #[diesel(sql_type = Nullable<Text>)]
     last_id: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    id_at_marker: Option<String>,
+    #[diesel(sql_type = Nullable<Int8>)]
+    marker_row: Option<i64>,
+    #[diesel(sql_type = Nullable<Int8>)]
+    min_seq: Option<i64>,
     #[diesel(sql_type = Nullable<Int8>)]
     max_seq: Option<i64>,
 }
 
-/// Reads [`OutboxView`] for `domain`, with the row at `marker_seq`, in one round trip.
+/// Reads [`OutboxView`] for `domain` and the marker's event id, in one round trip (each part an
+/// index lookup: the published rows have their own partial index, event ids a unique one).
 pub async fn view(
     conn: &mut AsyncPgConnection,
     domain: &str,
-    marker_seq: i64,
+    marker_event_id: Option<&str>,
 ) -> Result<OutboxView, StoreError> {
+    let marker_id = marker_event_id.and_then(|id| uuid::Uuid::parse_str(id).ok());
     let row: ViewRow = diesel::sql_query(
         "WITH last AS (SELECT seq, event_id FROM troupe_outbox \
                        WHERE domain = $1 AND published_at IS NOT NULL ORDER BY seq DESC LIMIT 1) \
          SELECT (SELECT seq FROM last) AS last_seq, \
                 (SELECT event_id::text FROM last) AS last_id, \
-                (SELECT event_id::text FROM troupe_outbox WHERE domain = $1 AND seq = $2) \
-                  AS id_at_marker, \
+                (SELECT seq FROM troupe_outbox WHERE event_id = $2 AND domain = $1) AS marker_row, \
+                (SELECT min(seq) FROM troupe_outbox WHERE domain = $1) AS min_seq, \
                 (SELECT max(seq) FROM troupe_outbox WHERE domain = $1) AS max_seq",
     )
     .bind::<Text, _>(domain)
-    .bind::<Int8, _>(marker_seq)
+    .bind::<Nullable<SqlUuid>, _>(marker_id)
     .get_result(conn)
     .await?;
     Ok(OutboxView {
         last_published: row.last_seq.zip(row.last_id),
-        id_at_marker: row.id_at_marker,
+        marker_row: row.marker_row,
+        min_seq: row.min_seq,
         max_seq: row.max_seq,
     })
 }
@@ -201,4 +195,25 @@ pub async fn backlog(conn: &mut AsyncPgConnection, domain: &str) -> Result<i64, 
         .count()
         .get_result(conn)
         .await?)
+}
+
+/// Tries to become `domain`'s relay: a session advisory lock, held until the connection
+/// closes, so that one relay per domain publishes even while instances overlap (a rolling
+/// deploy). Returns whether this session holds it.
+pub async fn try_lead_relay(
+    conn: &mut AsyncPgConnection,
+    domain: &str,
+) -> Result<bool, StoreError> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    let row: Locked = diesel::sql_query(
+        "SELECT pg_try_advisory_lock(hashtextextended('troupe_relay:' || $1, 0)) AS locked",
+    )
+    .bind::<Text, _>(domain)
+    .get_result(conn)
+    .await?;
+    Ok(row.locked)
 }

@@ -51,3 +51,48 @@ pub async fn within<T>(
         }
     }
 }
+
+/// A connection taken out of the pool for good, for session state such as an advisory lock
+/// that must last as long as its holder: it is closed (never returned to the pool) when
+/// dropped or when a call on it times out, so the session and its locks end with it.
+pub struct Dedicated(Option<DbConn>);
+
+impl Dedicated {
+    /// Takes a connection from `pool`.
+    pub async fn take(pool: &DbPool) -> Result<Self, StoreError> {
+        Ok(Self(Some(pool.get().await?)))
+    }
+
+    /// Runs `work` on the connection within `limit`; a call that times out closes it (the
+    /// session ends, Postgres aborts the statement) and every later call fails.
+    pub async fn run<T>(
+        &mut self,
+        limit: Duration,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Some(conn) = self.0.as_mut() else {
+            return Err(StoreError::Pool(
+                "dedicated connection closed after a timeout".into(),
+            ));
+        };
+        match tokio::time::timeout(limit, work(conn)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.close();
+                Err(StoreError::Timeout(limit))
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(DbConn::take(conn));
+        }
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

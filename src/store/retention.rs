@@ -44,7 +44,7 @@ impl Retained {
                      AND published_at < now() - make_interval(secs => $2::float8) \
                      AND seq < (SELECT max(seq) FROM troupe_outbox \
                                 WHERE domain = $1 AND published_at IS NOT NULL) \
-                   ORDER BY seq LIMIT $3))"
+                   LIMIT $3))"
             }
         }
     }

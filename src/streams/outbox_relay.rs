@@ -42,6 +42,8 @@ pub struct OutgoingEvent {
     pub ts: String,
     /// Envelope `traceparent`.
     pub traceparent: Option<String>,
+    /// Published before: sent again because Redis lost it.
+    pub republished: bool,
 }
 
 /// Where the relay's last publication ended, as stored in Redis.
@@ -157,13 +159,14 @@ pub async fn set_marker<C: ConnectionLike>(
     Ok(())
 }
 
-/// What the relay must do to bring Redis's marker and the outbox in line.
+/// What the relay must do to bring Redis's marker and the outbox in line. Each plan names the
+/// marker Redis holds afterwards; the relay publishes the rows after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconcile {
     /// Redis holds exactly what Postgres records as published.
     InStep(Marker),
-    /// Redis lost published events: the kept rows after `after` are published again (the
-    /// marker is set to `after`).
+    /// Redis lost published events: the retained rows after `after` are published again, in
+    /// order (the marker is set to `after`, `0` when Redis lost it too).
     Republish {
         /// Redis holds everything up to here.
         after: Marker,
@@ -171,17 +174,19 @@ pub enum Reconcile {
     /// Redis holds more than Postgres recorded (a crash between publishing and recording):
     /// record the rows through the marker as published.
     RecordThrough(Marker),
-    /// The marker names an event Postgres does not have at that `seq`: Postgres went back.
-    /// The marker moves down to Postgres's last published row, so rows that reuse sequence
-    /// numbers are published, not skipped.
+    /// The marker names an event the outbox does not have at its `seq`: Postgres went back
+    /// (a restore, a reset, a failover that lost commits). The marker moves down to
+    /// Postgres's last published row, so rows that reuse sequence numbers are published.
     PostgresWentBack {
         /// The new marker.
         to: Marker,
     },
-    /// The marker's row is gone from the outbox although Postgres has rows beyond it (Redis
-    /// behind by more than the retention window, or Postgres went back past it): every kept
-    /// row is published again. Events older than the retention window may be missing.
+    /// The marker's row was pruned (Redis behind by more than the retention window): every
+    /// retained row is published again; events older than the window may be missing.
     RepublishAll,
+    /// A marker of the earlier format (a bare `seq`, written by a relay that deleted what it
+    /// published): rows through it are recorded as published and the marker is rewritten.
+    Upgrade(Marker),
 }
 
 /// Decides how to reconcile Redis's `marker` with the outbox as `view` describes it.
@@ -196,27 +201,31 @@ pub fn reconcile(marker: Option<&Marker>, view: &crate::store::outbox::OutboxVie
         .unwrap_or_default();
     let marker = match marker {
         Some(m) if m.seq > 0 => m,
-        // No marker: Redis has none of what was published.
-        _ if last.seq == 0 => return Reconcile::InStep(Marker::default()),
+        // No marker, or one that points before everything: Redis holds nothing published.
+        Some(m) if last.seq == 0 => return Reconcile::InStep(m.clone()),
+        None if last.seq == 0 => return Reconcile::InStep(Marker::default()),
         _ => {
             return Reconcile::Republish {
                 after: Marker::default(),
             };
         }
     };
-    if view.id_at_marker.as_deref() == Some(marker.event_id.as_str()) {
-        return match marker.seq.cmp(&last.seq) {
+    if marker.event_id.is_empty() {
+        return Reconcile::Upgrade(marker.clone());
+    }
+    match view.marker_row {
+        Some(seq) if seq == marker.seq => match marker.seq.cmp(&last.seq) {
             std::cmp::Ordering::Less => Reconcile::Republish {
                 after: marker.clone(),
             },
             std::cmp::Ordering::Greater => Reconcile::RecordThrough(marker.clone()),
             std::cmp::Ordering::Equal => Reconcile::InStep(marker.clone()),
-        };
+        },
+        // The event is gone from below the retained rows: pruned, Redis is that far behind.
+        None if view.min_seq.is_some_and(|min| marker.seq < min) => Reconcile::RepublishAll,
+        // Not where the marker says, or not there at all: this is not Postgres's history.
+        _ => Reconcile::PostgresWentBack { to: last },
     }
-    if view.id_at_marker.is_some() || view.max_seq.is_none_or(|max| max < marker.seq) {
-        return Reconcile::PostgresWentBack { to: last };
-    }
-    Reconcile::RepublishAll
 }
 
 /// Whether this Redis can confirm that a write reached its append-only file (`WAITAOF`, Redis
@@ -292,11 +301,12 @@ mod tests {
         }
     }
 
-    fn view(last: Option<(i64, &str)>, at_marker: Option<&str>, max: Option<i64>) -> OutboxView {
+    fn view(last: Option<(i64, &str)>, marker_row: Option<i64>, range: (i64, i64)) -> OutboxView {
         OutboxView {
             last_published: last.map(|(s, i)| (s, i.to_owned())),
-            id_at_marker: at_marker.map(str::to_owned),
-            max_seq: max,
+            marker_row,
+            min_seq: Some(range.0),
+            max_seq: Some(range.1),
         }
     }
 
@@ -309,20 +319,20 @@ mod tests {
 
     #[test]
     fn a_marker_at_the_last_published_row_is_in_step() {
-        let v = view(Some((10, "a")), Some("a"), Some(12));
+        let v = view(Some((10, "a")), Some(10), (1, 12));
         assert_eq!(
             reconcile(Some(&m(10, "a")), &v),
             Reconcile::InStep(m(10, "a"))
         );
         assert_eq!(
-            reconcile(None, &view(None, None, None)),
+            reconcile(None, &OutboxView::default()),
             Reconcile::InStep(Marker::default())
         );
     }
 
     #[test]
     fn redis_behind_republishes_after_its_marker() {
-        let v = view(Some((10, "a")), Some("x"), Some(12));
+        let v = view(Some((10, "a")), Some(7), (1, 12));
         assert_eq!(
             reconcile(Some(&m(7, "x")), &v),
             Reconcile::Republish { after: m(7, "x") }
@@ -338,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_marker_ahead_on_the_same_event_records_the_rows_published() {
-        let v = view(Some((10, "a")), Some("c"), Some(14));
+        let v = view(Some((10, "a")), Some(12), (1, 14));
         assert_eq!(
             reconcile(Some(&m(12, "c")), &v),
             Reconcile::RecordThrough(m(12, "c"))
@@ -348,20 +358,27 @@ mod tests {
     #[test]
     fn a_marker_postgres_does_not_know_means_postgres_went_back() {
         // The marker is beyond every row Postgres has.
-        let v = view(Some((10, "a")), None, Some(11));
+        let v = view(Some((10, "a")), None, (1, 11));
         assert_eq!(
             reconcile(Some(&m(500, "z")), &v),
             Reconcile::PostgresWentBack { to: m(10, "a") }
         );
-        // Or Postgres reused the marker's seq for another event.
-        let v = view(Some((10, "a")), Some("other"), Some(600));
+        // Or within the retained rows but not there: Postgres lost it (a gap left by a
+        // rolled-back unit would still hold the marker's event, which was published).
+        let v = view(Some((10, "a")), None, (1, 600));
+        assert_eq!(
+            reconcile(Some(&m(500, "z")), &v),
+            Reconcile::PostgresWentBack { to: m(10, "a") }
+        );
+        // Or the event is there under another seq.
+        let v = view(Some((10, "a")), Some(3), (1, 600));
         assert_eq!(
             reconcile(Some(&m(500, "z")), &v),
             Reconcile::PostgresWentBack { to: m(10, "a") }
         );
         // An empty outbox after a reset.
         assert_eq!(
-            reconcile(Some(&m(500, "z")), &view(None, None, None)),
+            reconcile(Some(&m(500, "z")), &OutboxView::default()),
             Reconcile::PostgresWentBack {
                 to: Marker::default()
             }
@@ -370,8 +387,17 @@ mod tests {
 
     #[test]
     fn a_marker_whose_row_was_pruned_republishes_everything_kept() {
-        let v = view(Some((900, "a")), None, Some(950));
+        let v = view(Some((900, "a")), None, (800, 950));
         assert_eq!(reconcile(Some(&m(5, "old")), &v), Reconcile::RepublishAll);
+    }
+
+    #[test]
+    fn a_bare_number_marker_is_upgraded() {
+        let v = view(None, None, (1, 30));
+        assert_eq!(
+            reconcile(Some(&m(17, "")), &v),
+            Reconcile::Upgrade(m(17, ""))
+        );
     }
 
     #[test]

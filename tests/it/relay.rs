@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use crate::helpers::child::ChildService;
 use crate::helpers::oracle::{
-    Expected, STREAM, adjustments, assert_published, assert_totals, write,
+    Expected, STREAM, adjustments, assert_applied, assert_published, assert_totals, write,
 };
-use crate::helpers::{AppOptions, Isolation, eventually, spawn_app_with};
+use crate::helpers::redis_server::RedisServer;
+use crate::helpers::{AppOptions, Isolation, eventually, spawn_app_on, spawn_app_with};
 
 const APPLIED: &str = "SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state";
 const PUBLISHED_ROWS: &str =
@@ -93,4 +94,51 @@ async fn published_events_are_pruned_after_the_retention_window_but_the_newest()
     // And the relay goes on publishing after pruning.
     write(&app, &adjustments(2_000, 3_000, &mut expected)).await;
     assert_totals(&app, &expected, 3_000).await;
+}
+
+#[actix_web::test]
+async fn events_redis_lost_are_published_again_even_when_nothing_new_is_emitted() {
+    let mut redis = RedisServer::start().await;
+    let app = spawn_app_with(AppOptions {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await;
+    let mut expected = Expected::default();
+    write(&app, &adjustments(0, 1_000, &mut expected)).await;
+    assert_totals(&app, &expected, 1_000).await;
+    redis.save().await;
+    write(&app, &adjustments(1_000, 2_000, &mut expected)).await;
+    assert_totals(&app, &expected, 2_000).await;
+
+    // Redis comes back without the second half's events; the domain emits nothing more.
+    redis.restart_from_snapshot().await;
+    assert_published(&app, &expected).await;
+}
+
+#[actix_web::test]
+async fn one_relay_per_domain_publishes_while_another_holds_the_relay_lock() {
+    use diesel_async::RunQueryDsl;
+
+    let iso = Isolation::new().await;
+    // Another instance's relay leads: it holds the domain's relay lock (a session lock).
+    let mut other = iso.db().await;
+    diesel::sql_query("SELECT pg_advisory_lock(hashtextextended('troupe_relay:inventory', 0))")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let app = spawn_app_on(iso, AppOptions::default()).await;
+    let mut expected = Expected::default();
+    write(&app, &adjustments(0, 1_000, &mut expected)).await;
+    assert_applied(&app, &expected, 1_000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        app.xlen("inventory.events").await,
+        0,
+        "this relay stands by"
+    );
+
+    // The other instance goes away: this relay takes over and publishes everything once.
+    drop(other);
+    assert_published(&app, &expected).await;
 }
