@@ -429,6 +429,14 @@ impl Settings {
                 ),
             );
         }
+        // An idle domain proves it is caught up once per read; a stall timeout shorter than
+        // that would report every idle domain stalled.
+        if self.runtime.stall_timeout_seconds.saturating_mul(1000) <= self.runtime.read_block_ms {
+            return invalid(
+                "runtime.stall_timeout_seconds",
+                "must exceed runtime.read_block_ms, or idle domains are reported stalled".into(),
+            );
+        }
         if self.runtime.read_count > 100_000 {
             return invalid("runtime.read_count", "must be at most 100000".into());
         }

@@ -409,7 +409,7 @@ impl<D: Domain> Inner<D> {
         count("failed", report.left_pending);
         count("skipped", report.skipped);
         if report.applied + report.duplicates + report.dead_lettered + report.skipped > 0 {
-            ctx.progress.progressed();
+            ctx.progress.progressed(&binding.name);
         }
         Ok(report)
     }
@@ -737,11 +737,19 @@ impl<D: Domain> Inner<D> {
         let mut per_partition: Vec<Vec<_>> =
             (0..self.partitions.len()).map(|_| Vec::new()).collect();
         let mut loaded = Vec::new();
+        let mut missing: HashSet<String> = keys.into_iter().collect();
         for row in rows {
-            if let (key, Ok(entity)) = restore_entity::<D>(name, row) {
+            let (key, entity) = restore_entity::<D>(name, row);
+            missing.remove(&key);
+            if let Ok(entity) = entity {
                 per_partition[self.partition(&key)].push((key.clone(), Some(entity)));
                 loaded.push(key);
             }
+        }
+        // A row the operator deleted: the key starts afresh.
+        for key in missing {
+            per_partition[self.partition(&key)].push((key.clone(), None));
+            loaded.push(key);
         }
         let timeout = self.ctx.runtime.ask_timeout();
         for (p, entities) in per_partition.into_iter().enumerate() {
@@ -777,6 +785,9 @@ impl<D: Domain> Inner<D> {
         let p = self.partition(&msg.key);
         let traceparent = child_traceparent(None);
         self.reload_uncertain()
+            .await
+            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
+        self.retry_quarantined()
             .await
             .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
         if let Some(reason) = self.quarantine.reason(&msg.key) {

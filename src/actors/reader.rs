@@ -243,7 +243,7 @@ impl<D: Domain> ReadLoop<D> {
             }
             if entries.is_empty() {
                 // Caught up: nothing waits, so there is nothing to be stalled on.
-                ctx.progress.progressed();
+                ctx.progress.progressed(&self.binding.name);
             } else {
                 in_flight = Some(self.submit(entries, false));
             }

@@ -111,7 +111,12 @@ pub async fn start_domain<D: Domain>(
     let limits = Limits {
         max_key_bytes: runtime.max_key_bytes,
     };
-    let progress = Arc::new(Progress::new(partition_count));
+    let streams: Vec<String> = domain
+        .subscriptions()
+        .into_iter()
+        .map(|s| s.stream)
+        .collect();
+    let progress = Arc::new(Progress::new(partition_count, &streams));
     let faults = Faults::new(&settings.faults);
     let mut arbiters = Vec::with_capacity(partition_count + 1);
     let mut partitions = Vec::with_capacity(partition_count);

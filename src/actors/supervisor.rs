@@ -222,11 +222,11 @@ impl<D: Domain> Actor for DomainSupervisor<D> {
         ctx.run_interval(self.ctx.runtime.stats_interval(), |act, ctx| {
             act.measure(ctx)
         });
-        // The supervisor runs on its own thread, so a handler blocking a partition's thread
-        // cannot stop the watchdog.
+        // The supervisor runs on the domain's home thread, not a partition's, so a handler
+        // blocking its partition's thread cannot stop the watchdog.
         let stall_timeout = self.ctx.runtime.stall_timeout();
         let every = (stall_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-        self.ctx.progress.progressed();
+        self.ctx.progress.all_progressed();
         ctx.run_interval(every, move |act, _| {
             act.ctx.progress.watch(act.ctx.name(), stall_timeout);
         });
@@ -266,13 +266,14 @@ impl<D: Domain> Handler<ChildExited> for DomainSupervisor<D> {
         }
         let delay = backoff.next_delay();
         if !msg.outage && !self.restarts.allow(Instant::now()) {
+            // The health endpoints show the reason; the error text (SQL, hosts) stays in the log.
             let reason = format!(
-                "more than {} restarts within {} s; last: {} failed: {error}",
+                "more than {} restarts within {} s; the {} failed last (see the log)",
                 self.ctx.runtime.max_restarts,
                 self.ctx.runtime.restart_window_seconds,
                 msg.child.label()
             );
-            tracing::error!(domain, error = %reason, "domain failed; giving up on restarts");
+            tracing::error!(domain, reason = %reason, error = %error, "domain failed; giving up on restarts");
             self.status.fail(reason);
             metrics::gauge!(DOMAIN_UP, "domain" => domain).set(0.0);
             self.stopping = true;

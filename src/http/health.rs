@@ -16,13 +16,19 @@ pub struct CheckResult {
     pub ok: bool,
     /// How long the check took.
     pub latency_ms: u64,
-    /// Why it failed.
+    /// Why it failed: `timeout` or `unavailable` for a server (its error text goes to the log,
+    /// not the body: it can name hosts and users), the runtime's reason for a domain.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 impl CheckResult {
-    fn from_outcome<E: std::fmt::Display>(started: Instant, outcome: Result<(), E>) -> Self {
+    fn from_outcome<E: std::error::Error + 'static>(
+        dependency: &'static str,
+        started: Instant,
+        timeout: Duration,
+        outcome: Result<(), E>,
+    ) -> Self {
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {
             Ok(()) => Self {
@@ -30,11 +36,15 @@ impl CheckResult {
                 latency_ms,
                 error: None,
             },
-            Err(e) => Self {
-                ok: false,
-                latency_ms,
-                error: Some(e.to_string()),
-            },
+            Err(e) => {
+                tracing::warn!(dependency, error = %crate::telemetry::error_chain(&e), "readiness check failed");
+                let timed_out = started.elapsed() >= timeout;
+                Self {
+                    ok: false,
+                    latency_ms,
+                    error: Some(if timed_out { "timeout" } else { "unavailable" }.into()),
+                }
+            }
         }
     }
 }
@@ -89,11 +99,12 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     let (redis, postgres) = tokio::join!(
         async {
             let started = Instant::now();
-            CheckResult::from_outcome(started, state.redis.ping(timeout).await)
+            CheckResult::from_outcome("redis", started, timeout, state.redis.ping(timeout).await)
         },
         async {
             let started = Instant::now();
-            CheckResult::from_outcome(started, crate::store::ping(&state.db, timeout).await)
+            let outcome = crate::store::ping(&state.db, timeout).await;
+            CheckResult::from_outcome("postgres", started, timeout, outcome)
         },
     );
     let mut failed: Vec<String> = [("redis", &redis), ("postgres", &postgres)]

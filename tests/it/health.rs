@@ -81,13 +81,19 @@ async fn a_blocked_handler_makes_the_domain_stalled_and_not_ready_until_it_moves
     let mut expected = Expected::default();
     write(&app, &adjustments(0, 400, &mut expected)).await;
 
-    eventually(
-        Duration::from_secs(20),
-        "readiness reports the stall",
-        || async { app.get("/health/ready").await.status() == 503 },
-    )
-    .await;
-    let stalled_body: Value = app.get("/health/ready").await.json().await.unwrap();
+    // The body of the same 503 that reported the stall (the handler unblocks a few seconds on).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let stalled_body: Value = loop {
+        let res = app.get("/health/ready").await;
+        if res.status() == 503 {
+            break res.json().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness never reported the stall"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let reason = stalled_body["error"]["details"]["checks"]["domains"]["inventory"]["error"]
         .as_str()
         .unwrap_or_default();
