@@ -173,11 +173,9 @@ async fn relay_loop<D: Domain>(
                 Round::Reconciled if reconciled => return Err(RelayError::MarkerUnstable),
                 Round::Reconciled => reconciled = true,
             }
-            if last_trim.elapsed() >= TRIM_INTERVAL {
-                last_trim = Instant::now();
-                trim_output(ctx).await?;
-            }
+            trim_when_due(ctx, &mut last_trim).await?;
         }
+        trim_when_due(ctx, &mut last_trim).await?;
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -409,6 +407,17 @@ async fn supports_waitaof(
             Ok(false)
         }
     }
+}
+
+async fn trim_when_due<D: Domain>(
+    ctx: &DomainContext<D>,
+    last_trim: &mut Instant,
+) -> Result<(), RelayError> {
+    if last_trim.elapsed() >= TRIM_INTERVAL {
+        *last_trim = Instant::now();
+        trim_output(ctx).await?;
+    }
+    Ok(())
 }
 
 async fn trim_output<D: Domain>(ctx: &DomainContext<D>) -> Result<(), RelayError> {

@@ -248,3 +248,25 @@ async fn consumers(app: &TestApp) -> Vec<String> {
         .unwrap();
     info.consumers.into_iter().map(|c| c.name).collect()
 }
+
+#[actix_web::test]
+async fn the_relay_trims_its_output_stream_past_the_retention_on_its_timer() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| s.runtime.output_retention_seconds = 1),
+        ..Default::default()
+    })
+    .await;
+    let mut expected = Expected::default();
+    write(&app, &adjustments(0, 400, &mut expected)).await;
+    eventually(Duration::from_secs(20), "events published", || async {
+        app.xlen("inventory.events").await > 0
+    })
+    .await;
+    // No group reads the output stream, so nothing holds the trim back; the relay is idle.
+    eventually(
+        Duration::from_secs(30),
+        "events older than a second trimmed",
+        || async { consumed(&app).await && app.xlen("inventory.events").await == 0 },
+    )
+    .await;
+}
