@@ -23,8 +23,8 @@ use crate::store::{StoreError, outbox};
 use crate::streams::StreamError;
 use crate::streams::entry::EntryId;
 use crate::streams::outbox_relay::{
-    Marker, Published, Reconcile, probe_waitaof, publish, read_marker, reconcile, set_marker, trim,
-    wait_aof,
+    Marker, Published, Reconcile, probe_waitaof, publish, read_marker, reconcile, replace_marker,
+    trim, wait_aof,
 };
 use crate::telemetry::error_chain;
 use crate::telemetry::metrics::{
@@ -160,7 +160,6 @@ async fn relay_loop<D: Domain>(
     let Some(mut publisher) = Publisher::lead(ctx, stop).await? else {
         return Ok(());
     };
-    *progressed = true;
     let mut last_trim = Instant::now();
     loop {
         // Publish until the outbox is empty, then wait for a commit or the interval; trim on
@@ -168,8 +167,15 @@ async fn relay_loop<D: Domain>(
         let mut reconciled = false;
         loop {
             match publisher.round().await? {
-                Round::Idle => break,
-                Round::Published(_) => reconciled = false,
+                Round::Idle => {
+                    // Caught up: a relay that gets this far is working (resets its backoff).
+                    *progressed = true;
+                    break;
+                }
+                Round::Published(_) => {
+                    *progressed = true;
+                    reconciled = false;
+                }
                 Round::Reconciled if reconciled => return Err(RelayError::MarkerUnstable),
                 Round::Reconciled => reconciled = true,
             }
@@ -197,6 +203,11 @@ impl<'a, D: Domain> Publisher<'a, D> {
     ) -> Result<Option<Self>, RelayError> {
         let domain = ctx.name();
         let mut db = Dedicated::take(&ctx.db).await?;
+        let limit = ctx.commit_timeout;
+        db.run(limit, async |conn| {
+            outbox::prepare_relay_session(conn, limit).await
+        })
+        .await?;
         let mut waiting = false;
         while !db
             .run(ctx.commit_timeout, async |conn| {
@@ -214,7 +225,12 @@ impl<'a, D: Domain> Publisher<'a, D> {
             if stop.load(Ordering::SeqCst) {
                 return Ok(None);
             }
-            tokio::time::sleep(ctx.runtime.relay_interval() * 5).await;
+            // StopRelaying wakes this wait too.
+            let _ = tokio::time::timeout(
+                ctx.runtime.relay_interval() * 5,
+                ctx.relay_wakeup.notified(),
+            )
+            .await;
         }
         if waiting {
             tracing::info!(
@@ -293,35 +309,47 @@ impl<'a, D: Domain> Publisher<'a, D> {
 
     /// Reconciles when Redis's marker is not the expected one.
     async fn check_marker(&mut self) -> Result<(), RelayError> {
-        let found = read_marker(&mut self.redis, &self.ctx.relay_marker_key()).await?;
-        let in_step = match &found {
-            Some(m) => *m == self.expected,
-            None => self.expected == Marker::default(),
-        };
-        if !in_step {
+        let (raw, _) = read_marker(&mut self.redis, &self.ctx.relay_marker_key()).await?;
+        if !holds(raw.as_deref(), &self.expected) {
             self.expected = self.reconcile_marker().await?;
         }
         Ok(())
     }
 
     /// Compares Redis's marker with the outbox, repairs whichever side is off, and returns the
-    /// marker Redis now holds.
+    /// marker Redis now holds (in its canonical form: the publish script compares strings).
     async fn reconcile_marker(&mut self) -> Result<Marker, RelayError> {
-        let (ctx, domain, key) = (self.ctx, self.ctx.name(), self.ctx.relay_marker_key());
-        let marker = read_marker(&mut self.redis, &key).await?;
-        let marker_id = marker.as_ref().map(|m| m.event_id.clone());
+        for _ in 0..3 {
+            let (raw, marker) = read_marker(&mut self.redis, &self.ctx.relay_marker_key()).await?;
+            let target = self.plan(marker.as_ref()).await?;
+            if holds(raw.as_deref(), &target) {
+                return Ok(target);
+            }
+            let key = self.ctx.relay_marker_key();
+            if replace_marker(&mut self.redis, &key, raw.as_deref(), &target).await? {
+                return Ok(target);
+            }
+            // Someone moved the marker between reading and writing it: look again.
+        }
+        Err(RelayError::MarkerUnstable)
+    }
+
+    /// Decides and carries out the Postgres side of reconciling `marker`; returns the marker
+    /// Redis must hold afterwards.
+    async fn plan(&mut self, marker: Option<&Marker>) -> Result<Marker, RelayError> {
+        let (ctx, domain) = (self.ctx, self.ctx.name());
+        let marker_id = marker.map(|m| m.event_id.clone());
         let view = self
             .db
             .run(ctx.commit_timeout, async |conn| {
                 outbox::view(conn, domain, marker_id.as_deref()).await
             })
             .await?;
-        let at = marker.as_ref().map_or(0, |m| m.seq);
+        let at = marker.map_or(0, |m| m.seq);
         let published = view.last_published.as_ref().map_or(0, |l| l.0);
-        let (outcome, marker) = match reconcile(marker.as_ref(), &view) {
+        let (outcome, target) = match reconcile(marker, &view) {
             Reconcile::InStep(m) => return Ok(m),
             Reconcile::Republish { after } => {
-                set_marker(&mut self.redis, &key, &after).await?;
                 tracing::warn!(
                     domain,
                     marker_seq = after.seq,
@@ -341,7 +369,6 @@ impl<'a, D: Domain> Publisher<'a, D> {
             }
             Reconcile::Upgrade(m) => {
                 self.record_through(m.seq).await?;
-                set_marker(&mut self.redis, &key, &m).await?;
                 tracing::info!(
                     domain,
                     marker_seq = m.seq,
@@ -350,18 +377,16 @@ impl<'a, D: Domain> Publisher<'a, D> {
                 ("upgrade", m)
             }
             Reconcile::PostgresWentBack { to } => {
-                set_marker(&mut self.redis, &key, &to).await?;
                 tracing::error!(
                     domain,
                     marker_seq = at,
                     moved_to = to.seq,
                     "Redis's relay marker names an event the outbox does not hold there: Postgres went back \
-                     (restore, reset or lost commits); moved the marker down so new events are not skipped"
+                     (restore, reset or lost commits); moving the marker down so new events are not skipped"
                 );
                 ("postgres_went_back", to)
             }
             Reconcile::RepublishAll => {
-                set_marker(&mut self.redis, &key, &Marker::default()).await?;
                 tracing::error!(
                     domain,
                     marker_seq = at,
@@ -374,7 +399,7 @@ impl<'a, D: Domain> Publisher<'a, D> {
         };
         metrics::counter!(RELAY_RECONCILED_TOTAL, "domain" => domain, "outcome" => outcome)
             .increment(1);
-        Ok(marker)
+        Ok(target)
     }
 
     async fn record_through(&mut self, seq: i64) -> Result<(), RelayError> {
@@ -385,6 +410,15 @@ impl<'a, D: Domain> Publisher<'a, D> {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// Whether the stored marker `raw` is `marker` in the form the publish script expects (no
+/// marker at all is the same as the empty one).
+fn holds(raw: Option<&str>, marker: &Marker) -> bool {
+    match raw {
+        Some(raw) => raw == marker.encode(),
+        None => *marker == Marker::default(),
     }
 }
 

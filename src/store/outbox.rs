@@ -197,6 +197,27 @@ pub async fn backlog(conn: &mut AsyncPgConnection, domain: &str) -> Result<i64, 
         .await?)
 }
 
+/// Prepares the relay's own session: the relay lock lives as long as the session, so the
+/// server must notice a dead client within seconds (keepalives, connection checks) rather than
+/// the hours TCP takes by default, and every statement is bounded, so a relay that vanished
+/// cannot keep its domain's events from being published for long.
+pub async fn prepare_relay_session(
+    conn: &mut AsyncPgConnection,
+    statement_timeout: std::time::Duration,
+) -> Result<(), StoreError> {
+    let ms = statement_timeout.as_millis().max(1);
+    for setting in [
+        "SET tcp_keepalives_idle = 5".to_owned(),
+        "SET tcp_keepalives_interval = 2".to_owned(),
+        "SET tcp_keepalives_count = 3".to_owned(),
+        "SET client_connection_check_interval = '2s'".to_owned(),
+        format!("SET statement_timeout = {ms}"),
+    ] {
+        diesel::sql_query(setting).execute(conn).await?;
+    }
+    Ok(())
+}
+
 /// Tries to become `domain`'s relay: a session advisory lock, held until the connection
 /// closes, so that one relay per domain publishes even while instances overlap (a rolling
 /// deploy). Returns whether this session holds it.

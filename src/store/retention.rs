@@ -15,7 +15,8 @@ pub enum Retained {
     /// `troupe_command_reply`: replies stored under an `Idempotency-Key`.
     CommandReplies,
     /// `troupe_outbox` rows already published, kept so they can be published again when
-    /// Redis comes back behind. The newest published row is always kept: the relay checks
+    /// Redis comes back behind. Deleted oldest first, so what is kept is always a range the
+    /// relay can tell from a gap; the newest published row is always kept: the relay checks
     /// Redis's marker against it.
     PublishedEvents,
 }
@@ -44,7 +45,7 @@ impl Retained {
                      AND published_at < now() - make_interval(secs => $2::float8) \
                      AND seq < (SELECT max(seq) FROM troupe_outbox \
                                 WHERE domain = $1 AND published_at IS NOT NULL) \
-                   LIMIT $3))"
+                   ORDER BY seq LIMIT $3))"
             }
         }
     }

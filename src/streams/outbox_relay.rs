@@ -56,7 +56,8 @@ pub struct Marker {
 }
 
 impl Marker {
-    fn encode(&self) -> String {
+    /// The stored form, `"<seq> <event id>"`.
+    pub fn encode(&self) -> String {
         format!("{} {}", self.seq, self.event_id)
     }
 
@@ -136,27 +137,42 @@ pub async fn publish<C: ConnectionLike>(
     Ok(u64::try_from(appended).map_or(Published::MarkerMoved, Published::Appended))
 }
 
-/// Reads the marker (`None`: Redis has none, as after losing everything).
+/// The marker as stored (`None`: Redis has none, as after losing everything) and decoded
+/// (`None` also when it does not parse).
 pub async fn read_marker<C: ConnectionLike>(
     conn: &mut C,
     marker_key: &str,
-) -> Result<Option<Marker>, StreamError> {
+) -> Result<(Option<String>, Option<Marker>), StreamError> {
     let raw: Option<String> = redis::cmd("GET").arg(marker_key).query_async(conn).await?;
-    Ok(raw.as_deref().and_then(Marker::decode))
+    let decoded = raw.as_deref().and_then(Marker::decode);
+    Ok((raw, decoded))
 }
 
-/// Overwrites the marker.
-pub async fn set_marker<C: ConnectionLike>(
+const REPLACE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == false then v = '' end
+if v ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Sets the marker to `marker` if it still holds `found` (as [`read_marker`] returned it), so
+/// that a marker someone else moved meanwhile is never overwritten; returns whether it did.
+pub async fn replace_marker<C: ConnectionLike>(
     conn: &mut C,
     marker_key: &str,
+    found: Option<&str>,
     marker: &Marker,
-) -> Result<(), StreamError> {
-    let () = redis::cmd("SET")
-        .arg(marker_key)
+) -> Result<bool, StreamError> {
+    let replaced: i64 = Script::new(REPLACE)
+        .key(marker_key)
+        .arg(found.unwrap_or(""))
         .arg(marker.encode())
-        .query_async(conn)
+        .invoke_async(conn)
         .await?;
-    Ok(())
+    Ok(replaced == 1)
 }
 
 /// What the relay must do to bring Redis's marker and the outbox in line. Each plan names the
@@ -211,6 +227,10 @@ pub fn reconcile(marker: Option<&Marker>, view: &crate::store::outbox::OutboxVie
         }
     };
     if marker.event_id.is_empty() {
+        // Beyond every row Postgres has: not an earlier relay's position, Postgres went back.
+        if view.max_seq.is_none_or(|max| marker.seq > max) {
+            return Reconcile::PostgresWentBack { to: last };
+        }
         return Reconcile::Upgrade(marker.clone());
     }
     match view.marker_row {
