@@ -206,14 +206,20 @@ pub async fn prepare_relay_session(
     statement_timeout: std::time::Duration,
 ) -> Result<(), StoreError> {
     let ms = statement_timeout.as_millis().max(1);
+    diesel::sql_query(format!("SET statement_timeout = {ms}"))
+        .execute(conn)
+        .await?;
+    // Best effort: servers before Postgres 14 lack the connection check, and keepalives do not
+    // apply to Unix sockets.
     for setting in [
-        "SET tcp_keepalives_idle = 5".to_owned(),
-        "SET tcp_keepalives_interval = 2".to_owned(),
-        "SET tcp_keepalives_count = 3".to_owned(),
-        "SET client_connection_check_interval = '2s'".to_owned(),
-        format!("SET statement_timeout = {ms}"),
+        "SET tcp_keepalives_idle = 5",
+        "SET tcp_keepalives_interval = 2",
+        "SET tcp_keepalives_count = 3",
+        "SET client_connection_check_interval = '2s'",
     ] {
-        diesel::sql_query(setting).execute(conn).await?;
+        if let Err(e) = diesel::sql_query(setting).execute(conn).await {
+            tracing::debug!(setting, error = %e, "relay session setting not applied");
+        }
     }
     Ok(())
 }
