@@ -150,3 +150,31 @@ async fn one_relay_per_domain_publishes_while_another_holds_the_relay_lock() {
     drop(other);
     assert_published(&app, &expected).await;
 }
+
+#[actix_web::test]
+async fn two_instances_of_a_domain_publish_every_event_exactly_once() {
+    let iso = Isolation::new().await;
+    let mut expected = Expected::default();
+    write(&iso, &adjustments(0, 6_000, &mut expected)).await;
+    // A rolling deploy: two instances run the domain at once, each with its own relay.
+    let first = ChildService::start(&iso, &[]);
+    let second = ChildService::start(&iso, &[("TROUPE__INSTANCE__ID", "second-instance")]);
+    drained(&iso, 6_000).await;
+    let rows = iso
+        .sql_i64("SELECT COUNT(*)::int8 AS v FROM troupe_outbox")
+        .await;
+    assert!(rows > 100, "the load emits events ({rows})");
+    eventually(
+        Duration::from_secs(30),
+        "every outbox row published",
+        || async { iso.xlen("inventory.events").await == rows as u64 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids = iso.output_event_ids().await;
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len() as i64, rows, "no event published twice");
+    assert_eq!(distinct.len(), ids.len(), "no event id twice");
+    first.kill().await;
+    second.kill().await;
+}
