@@ -28,8 +28,8 @@ use super::runtime::restore_entity;
 use crate::domain::envelope::{child_traceparent, trace_id};
 use crate::domain::keys::Limits;
 use crate::domain::{
-    Domain, DomainError, Effects, Envelope, Failure, MalformedEntry, Notification, decode_event,
-    route, validate_key,
+    Domain, DomainError, Effects, Entity, Envelope, Failure, MalformedEntry, Notification,
+    decode_event, route, validate_key,
 };
 use crate::settings::CrashPoint;
 use crate::store::batch::{BatchCommit, commit};
@@ -693,20 +693,8 @@ impl<D: Domain> Inner<D> {
                 (key, Err(e)) => self.quarantine.add(name, &key, error_chain(&e)),
             }
         }
-        let mut per_partition: Vec<Vec<_>> =
-            (0..self.partitions.len()).map(|_| Vec::new()).collect();
-        for key in &keys {
-            let entity = stored.remove(key);
-            per_partition[self.partition(key)].push((key.clone(), entity));
-        }
-        let timeout = self.ctx.runtime.ask_timeout();
-        for (p, entities) in per_partition.into_iter().enumerate() {
-            if !entities.is_empty() {
-                ask(&self.partitions[p], Refresh { entities }, timeout)
-                    .await
-                    .map_err(ProcessError::Partition)?;
-            }
-        }
+        let entities = keys.iter().map(|key| (key.clone(), stored.remove(key)));
+        self.refresh(entities.collect()).await?;
         if let Ok(mut uncertain) = self.uncertain.lock() {
             uncertain.clear();
         }
@@ -734,22 +722,34 @@ impl<D: Domain> Inner<D> {
             entities::load_keys(conn, name, &keys).await
         })
         .await?;
-        let mut per_partition: Vec<Vec<_>> =
-            (0..self.partitions.len()).map(|_| Vec::new()).collect();
         let mut loaded = Vec::new();
         let mut missing: HashSet<String> = keys.into_iter().collect();
         for row in rows {
             let (key, entity) = restore_entity::<D>(name, row);
             missing.remove(&key);
             if let Ok(entity) = entity {
-                per_partition[self.partition(&key)].push((key.clone(), Some(entity)));
-                loaded.push(key);
+                loaded.push((key, Some(entity)));
             }
         }
         // A row the operator deleted: the key starts afresh.
-        for key in missing {
-            per_partition[self.partition(&key)].push((key.clone(), None));
-            loaded.push(key);
+        loaded.extend(missing.into_iter().map(|key| (key, None)));
+        let released: Vec<String> = loaded.iter().map(|(key, _)| key.clone()).collect();
+        self.refresh(loaded).await?;
+        for key in released {
+            self.quarantine.release(name, &key);
+        }
+        Ok(())
+    }
+
+    /// Puts stored values (`None`: no entity) into the partitions owning their keys.
+    async fn refresh(
+        &self,
+        entities: Vec<(String, Option<Entity<D::State>>)>,
+    ) -> Result<(), ProcessError> {
+        let mut per_partition: Vec<Vec<_>> =
+            (0..self.partitions.len()).map(|_| Vec::new()).collect();
+        for (key, entity) in entities {
+            per_partition[self.partition(&key)].push((key, entity));
         }
         let timeout = self.ctx.runtime.ask_timeout();
         for (p, entities) in per_partition.into_iter().enumerate() {
@@ -758,9 +758,6 @@ impl<D: Domain> Inner<D> {
                     .await
                     .map_err(ProcessError::Partition)?;
             }
-        }
-        for key in loaded {
-            self.quarantine.release(name, &key);
         }
         Ok(())
     }
