@@ -25,6 +25,14 @@ pub enum DomainUnavailable {
         /// Why.
         reason: String,
     },
+    /// The entity's stored state does not load (its key is quarantined).
+    #[error("entity {key:?} of domain {domain} cannot be loaded")]
+    EntityUnavailable {
+        /// Domain name.
+        domain: &'static str,
+        /// Entity key.
+        key: String,
+    },
     /// An actor did not answer in time or is gone.
     #[error("domain {domain} did not answer")]
     NoAnswer {
@@ -112,6 +120,12 @@ impl<D: Domain> DomainHandle<D> {
 
     /// The committed entity of `key`, if it exists.
     pub async fn get(&self, key: &str) -> Result<Option<Entity<D::State>>, DomainUnavailable> {
+        if self.status.is_quarantined(key) {
+            return Err(DomainUnavailable::EntityUnavailable {
+                domain: self.name,
+                key: key.to_owned(),
+            });
+        }
         let partition = &self.partitions[partition_of(key, self.partitions.len())];
         ask(partition, Get::new(key.to_owned()), self.ask_timeout)
             .await

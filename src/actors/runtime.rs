@@ -152,7 +152,7 @@ pub async fn start_domain<D: Domain>(
         notifications: notifications.clone(),
         progress: progress.clone(),
     });
-    let status = Arc::new(DomainStatus::new(progress));
+    let status = Arc::new(DomainStatus::new(progress, quarantine.clone()));
     let home = Arbiter::new();
     let processor = {
         let (ctx, partitions) = (ctx.clone(), partitions.clone());

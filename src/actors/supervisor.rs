@@ -18,6 +18,7 @@ use actix::{
 use super::backoff::{Backoff, RestartWindow};
 use super::context::{DomainContext, StreamBinding};
 use super::processor::Processor;
+use super::quarantine::Quarantine;
 use super::reader::{Reader, StopReading};
 use super::relay::{Relay, StopRelaying};
 use super::watchdog::Progress;
@@ -78,18 +79,25 @@ pub struct DomainStatus {
     state: AtomicU8,
     reason: Mutex<Option<String>>,
     progress: Arc<Progress>,
+    quarantine: Arc<Quarantine>,
 }
 
 const FAILED: u8 = 1;
 
 impl DomainStatus {
-    /// A running domain whose progress `progress` tracks.
-    pub fn new(progress: Arc<Progress>) -> Self {
+    /// A running domain whose progress `progress` tracks, with its quarantined keys.
+    pub fn new(progress: Arc<Progress>, quarantine: Arc<Quarantine>) -> Self {
         Self {
             state: AtomicU8::new(0),
             reason: Mutex::new(None),
             progress,
+            quarantine,
         }
+    }
+
+    /// Whether `key`'s stored state does not load (its entity cannot be served).
+    pub fn is_quarantined(&self, key: &str) -> bool {
+        self.quarantine.reason(key).is_some()
     }
 
     /// `Err(reason)` while the domain cannot serve: failed for good, or stalled.

@@ -188,10 +188,21 @@ impl From<JsonPayloadError> for ApiError {
     }
 }
 
+/// What a client is told about an entity whose stored state does not load.
+const UNLOADABLE_MESSAGE: &str =
+    "this entity's stored state cannot be loaded; an operator must repair it";
+
 impl From<DomainUnavailable> for ApiError {
     fn from(e: DomainUnavailable) -> Self {
         // The reason (a failed domain's last error, an actor's) is for the log, not the client.
         tracing::warn!(error = %error_chain(&e), "domain unavailable");
+        if let DomainUnavailable::EntityUnavailable { .. } = e {
+            return ApiError::Unavailable {
+                code: "entity_unavailable",
+                message: UNLOADABLE_MESSAGE.into(),
+                details: None,
+            };
+        }
         ApiError::Unavailable {
             code: "domain_unavailable",
             message: "the domain is not available right now; retry later".into(),
@@ -220,9 +231,7 @@ impl From<CommandError> for ApiError {
                 tracing::error!(error = %error_chain(&e), "command on a quarantined entity");
                 ApiError::Unavailable {
                     code: "entity_unavailable",
-                    message:
-                        "this entity's stored state cannot be loaded; an operator must repair it"
-                            .into(),
+                    message: UNLOADABLE_MESSAGE.into(),
                     details: None,
                 }
             }

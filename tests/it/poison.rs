@@ -305,7 +305,14 @@ async fn a_stored_state_that_no_longer_loads_quarantines_its_key_and_the_rest_go
         )
         .await;
     // The domain starts all the same, and applies everything but that key's inputs.
-    let child = ChildService::start(&iso, &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let child = ChildService::start(&iso, &[("TROUPE__HTTP__PORT", &port)]);
+    let entity = |sku: &str| format!("http://127.0.0.1:{port}/api/v1/inventory/{sku}");
     let before = expected.skus.clone();
     write(&iso, &adjustments(400, 800, &mut expected)).await;
     let o05_inputs = 10; // 400..800 holds ten inputs for each of the 40 SKUs
@@ -333,6 +340,19 @@ async fn a_stored_state_that_no_longer_loads_quarantines_its_key_and_the_rest_go
     assert_eq!(
         iso.dead_letter_field(DLQ, "reason").await,
         vec!["unloadable_state"; o05_inputs as usize]
+    );
+    let client = reqwest::Client::new();
+    let res = client.get(entity("O05")).send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        503,
+        "a quarantined entity is not served as missing"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "entity_unavailable");
+    assert_eq!(
+        client.get(entity("O06")).send().await.unwrap().status(),
+        200
     );
 
     // Repaired, the key is back: its next inputs apply on the repaired state.
@@ -364,5 +384,9 @@ async fn a_stored_state_that_no_longer_loads_quarantines_its_key_and_the_rest_go
         },
     )
     .await;
+    assert_eq!(
+        client.get(entity("O05")).send().await.unwrap().status(),
+        200
+    );
     child.kill().await;
 }
