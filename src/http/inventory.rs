@@ -95,7 +95,7 @@ fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
         (status = 200, description = "Stock of the SKU", body = StockView),
         (status = 400, description = "The SKU is not a valid key (`invalid_key`: empty, over `runtime.max_key_bytes`, or holding a control character)", body = ErrorBody),
         (status = 404, description = "No input ever touched this SKU", body = ErrorBody),
-        (status = 503, description = "The inventory domain is not running", body = ErrorBody),
+        (status = 503, description = "The inventory domain is not running (`domain_unavailable`), or this SKU's stored state cannot be loaded (`entity_unavailable`)", body = ErrorBody),
     )
 )]
 #[get("/api/v1/inventory/{sku}")]
@@ -179,7 +179,7 @@ pub struct AdjustmentRequest {
         (status = 400, description = "Malformed body, or invalid SKU or Idempotency-Key (`invalid_key`, `invalid_idempotency_key`)", body = ErrorBody),
         (status = 413, description = "Body over http.json_limit_bytes", body = ErrorBody),
         (status = 422, description = "Refused by the domain, or the Idempotency-Key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        (status = 503, description = "Not committed, nothing took effect (`not_committed`, `domain_unavailable`): safe to retry", body = ErrorBody),
+        (status = 503, description = "Not committed, nothing took effect (`not_committed`, `domain_unavailable`; `entity_unavailable`: this SKU's stored state cannot be loaded): safe to retry", body = ErrorBody),
         (status = 504, description = "Outcome unknown (`outcome_unknown`): the command may have committed; retry with the same Idempotency-Key", body = ErrorBody),
     )
 )]
