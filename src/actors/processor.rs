@@ -1,14 +1,16 @@
 //! The processor: turns one batch of stream entries (or one command) into units of work —
-//! applied by the partitions, committed to Postgres in one transaction with the applied-input
-//! records and the emitted events, and only then acknowledged.
+//! applied by the partitions, each partition's share committed to Postgres in one transaction
+//! with its applied-input records and emitted events, and only then acknowledged.
 //!
 //! A batch goes through stages with typed outcomes: **decode** (an entry that is malformed, too
 //! large, or carries a key or id that cannot be stored is dead-lettered at once), **deduplicate**
 //! (within the batch by envelope id; against Postgres inside the commit, see
-//! [`crate::store::applied`]), **apply** (each partition its keys, concurrently), **commit**
-//! (one transaction per unit; a unit refused for its data is split until the offending input is
-//! found), **acknowledge**. Units run one at a time per domain (`AtomicResponse`), so in-memory
-//! state is always "committed plus the unit in flight", and a failed commit is undone exactly.
+//! [`crate::store::applied`]), **apply** and **commit** (each partition's share of a unit on
+//! its own, concurrently, one transaction per share on its own connection; a share refused for
+//! its data is split until the offending input is found), **acknowledge**. Batches run one at a
+//! time per domain (`AtomicResponse`) and each partition has at most one share in flight, so its
+//! in-memory state is always "committed plus the share in flight", and a failed commit is undone
+//! exactly.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -279,6 +281,21 @@ struct Outcome {
     notifications: Vec<Notification>,
 }
 
+impl Outcome {
+    /// Adds what another share of the batch concluded.
+    fn absorb(&mut self, other: Outcome) {
+        let (r, o) = (&mut self.report, other.report);
+        r.applied += o.applied;
+        r.duplicates += o.duplicates;
+        r.dead_lettered += o.dead_lettered;
+        r.left_pending += o.left_pending;
+        r.skipped += o.skipped;
+        self.ack.extend(other.ack);
+        self.dead.extend(other.dead);
+        self.notifications.extend(other.notifications);
+    }
+}
+
 /// The partitions' answer to one unit.
 struct AppliedUnit {
     involved: Vec<usize>,
@@ -361,10 +378,45 @@ impl<D: Domain> Inner<D> {
             }
         }
 
-        let mut blocked: HashSet<String> = HashSet::new();
+        // Each partition's share of a unit is applied and committed on its own, concurrently
+        // with the others, each on its own connection: their keys are disjoint, so nothing of
+        // one share waits for another's, and Postgres flushes their commits together. A share
+        // that fails leaves the others committed; their inputs are recorded by id, so when the
+        // batch is redelivered they are acknowledged as duplicates.
+        let mut blocked: Vec<HashSet<String>> =
+            (0..self.partitions.len()).map(|_| HashSet::new()).collect();
         for unit in units {
-            self.run_unit(binding, entries, &deliveries, unit, &mut blocked, &mut out)
-                .await?;
+            let mut shares: Vec<Vec<Input<D::Event>>> =
+                (0..self.partitions.len()).map(|_| Vec::new()).collect();
+            for input in unit {
+                shares[self.partition(&input.key)].push(input);
+            }
+            let deliveries = &deliveries;
+            let runs = blocked
+                .iter_mut()
+                .zip(shares)
+                .filter(|(_, share)| !share.is_empty())
+                .map(|(blocked, share)| async move {
+                    let mut part = Outcome::default();
+                    self.run_unit(binding, entries, deliveries, share, blocked, &mut part)
+                        .await
+                        .map(|()| part)
+                });
+            let mut failed = None;
+            for result in join_all(runs).await {
+                match result {
+                    Ok(part) => out.absorb(part),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            if let Some(e) = failed {
+                // What the other shares committed is announced; their entries stay pending
+                // and are acknowledged as duplicates on redelivery.
+                for n in out.notifications.drain(..) {
+                    let _ = ctx.notifications.send(n);
+                }
+                return Err(e);
+            }
         }
 
         binding.consumer.ack(&mut redis, &out.ack).await?;
