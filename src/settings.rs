@@ -395,6 +395,18 @@ impl Settings {
                 return invalid(key, "must be greater than 0".into());
             }
         }
+        // Each domain's pool serves its partitions' concurrent commits, the relay's own session
+        // and the stats loop at once.
+        let needed = self.runtime.partitions.saturating_add(2);
+        if self.database.pool_max_size < needed {
+            return invalid(
+                "database.pool_max_size",
+                format!(
+                    "must be at least runtime.partitions + 2 ({needed}): a domain commits each \
+                     partition's share at once and its relay keeps a connection"
+                ),
+            );
+        }
         if self.runtime.max_unit_bytes < self.runtime.max_entry_bytes {
             return invalid(
                 "runtime.max_unit_bytes",
@@ -612,6 +624,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("billing"), "{err}");
+    }
+
+    #[test]
+    fn a_pool_too_small_for_the_partitions_is_refused() {
+        let err = load(&[("TROUPE__DATABASE__POOL_MAX_SIZE", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("database.pool_max_size:"), "{err}");
+        assert!(load(&[("TROUPE__DATABASE__POOL_MAX_SIZE", "4")]).is_ok());
     }
 
     #[test]
