@@ -395,6 +395,30 @@ impl Settings {
                 return invalid(key, "must be greater than 0".into());
             }
         }
+        // Windows beyond this overflow Postgres intervals, and pruning would fail every round.
+        const TEN_YEARS: u64 = 10 * 365 * 24 * 3600;
+        for (key, value) in [
+            (
+                "runtime.dedupe_window_seconds",
+                self.runtime.dedupe_window_seconds,
+            ),
+            (
+                "runtime.outbox_retention_seconds",
+                self.runtime.outbox_retention_seconds,
+            ),
+            (
+                "runtime.dead_letter_retention_seconds",
+                self.runtime.dead_letter_retention_seconds,
+            ),
+            (
+                "runtime.output_retention_seconds",
+                self.runtime.output_retention_seconds,
+            ),
+        ] {
+            if value > TEN_YEARS {
+                return invalid(key, format!("must be at most {TEN_YEARS} (ten years)"));
+            }
+        }
         // Each domain's pool serves its partitions' concurrent commits, the relay's own session
         // and the stats loop at once.
         let needed = self.runtime.partitions.saturating_add(2);
@@ -633,6 +657,18 @@ mod tests {
             .to_string();
         assert!(err.starts_with("database.pool_max_size:"), "{err}");
         assert!(load(&[("TROUPE__DATABASE__POOL_MAX_SIZE", "4")]).is_ok());
+    }
+
+    #[test]
+    fn retention_windows_postgres_cannot_express_are_refused() {
+        let err = load(&[(
+            "TROUPE__RUNTIME__DEDUPE_WINDOW_SECONDS",
+            "18446744073709551615",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("runtime.dedupe_window_seconds:"), "{err}");
+        assert!(load(&[("TROUPE__RUNTIME__OUTBOX_RETENTION_SECONDS", "315360000")]).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Dead-letter reason of an input whose entity is quarantined.
 pub const UNLOADABLE_STATE: &str = "unloadable_state";
@@ -14,6 +15,8 @@ pub const UNLOADABLE_STATE: &str = "unloadable_state";
 #[derive(Debug, Default)]
 pub struct Quarantine {
     keys: Mutex<HashMap<String, String>>,
+    /// Whether any key is quarantined: the check every input makes costs one load while none is.
+    any: AtomicBool,
 }
 
 impl Quarantine {
@@ -22,12 +25,16 @@ impl Quarantine {
         if let Ok(mut keys) = self.keys.lock()
             && keys.insert(key.to_owned(), reason.clone()).is_none()
         {
+            self.any.store(true, Ordering::Release);
             tracing::error!(domain, key, error = %reason, "stored state cannot be loaded; the key is quarantined: its inputs are dead-lettered (unloadable_state) until the row is repaired");
         }
     }
 
     /// Why `key` is quarantined, if it is.
     pub fn reason(&self, key: &str) -> Option<String> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         self.keys.lock().ok()?.get(key).cloned()
     }
 
@@ -44,6 +51,7 @@ impl Quarantine {
         if let Ok(mut keys) = self.keys.lock()
             && keys.remove(key).is_some()
         {
+            self.any.store(!keys.is_empty(), Ordering::Release);
             tracing::info!(
                 domain,
                 key,

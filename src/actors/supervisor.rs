@@ -461,12 +461,20 @@ async fn measure_once<D: Domain>(
             tracing::warn!(domain = ctx.name(), stream = %b.name, error = %error_chain(&e), "could not trim dead letters or remove idle consumers");
         }
     }
-    prune_retained(ctx).await.map_err(|e| error_chain(&e))?;
+    // The backlog first: it matters most when pruning is what fails.
     let backlog = within(&ctx.db, ctx.commit_timeout, async |conn| {
         outbox::backlog(conn, ctx.name()).await
     })
     .await
     .map_err(|e| error_chain(&e))?;
     metrics::gauge!(OUTBOX_BACKLOG, "domain" => ctx.name()).set(backlog as f64);
+    if let Err(e) = prune_retained(ctx).await {
+        // Retried next round; an outage is already named by readiness.
+        if e.is_outage() {
+            tracing::debug!(domain = ctx.name(), error = %error_chain(&e), "could not prune retained records");
+        } else {
+            tracing::warn!(domain = ctx.name(), error = %error_chain(&e), "could not prune retained records");
+        }
+    }
     Ok(())
 }

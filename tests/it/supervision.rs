@@ -178,13 +178,8 @@ async fn too_many_restarts_fail_the_domain_visibly_in_readiness() {
         body["error"]["details"]["checks"]["domains"]["inventory"]["ok"],
         false
     );
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("troupe_domain_up{") && l.ends_with(" 0")),
-        "{metrics}"
-    );
+    // (`troupe_domain_up` is not asserted here: in-process tests share one metrics recorder,
+    // and every other test's inventory domain sets the same series to 1 when it starts.)
     let url = format!("{}/api/v1/inventory/Y/adjustments", app.address);
     let res = app
         .client
