@@ -32,12 +32,36 @@ pub async fn commit(
     conn: &mut AsyncPgConnection,
     batch: &BatchCommit<'_>,
 ) -> Result<(), StoreError> {
+    // A conflict on the record whose ids are no longer there was a concurrent unit that rolled
+    // back: trying again is right. Bounded, in case something else keeps conflicting.
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        match write(conn, batch).await {
+            Err(e) if applied::is_already_recorded(&e) => {
+                let already = applied::already_applied(conn, batch.domain, &batch.applied).await?;
+                if !already.is_empty() {
+                    return Err(StoreError::AlreadyApplied(already));
+                }
+                if attempt == ATTEMPTS {
+                    return Err(e);
+                }
+                tracing::debug!(
+                    attempt,
+                    "applied-input record conflicted with a unit that rolled back; trying again"
+                );
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// One attempt at [`commit`].
+async fn write(conn: &mut AsyncPgConnection, batch: &BatchCommit<'_>) -> Result<(), StoreError> {
     conn.transaction::<_, StoreError, _>(async |tx| {
         // First, so a duplicate costs as little as possible before the rollback.
-        let already = applied::record(tx, batch.domain, &batch.applied).await?;
-        if !already.is_empty() {
-            return Err(StoreError::AlreadyApplied(already));
-        }
+        applied::record(tx, batch.domain, &batch.applied).await?;
         if let Some(command) = &batch.command
             && !commands::record(tx, batch.domain, command).await?
         {

@@ -30,6 +30,16 @@ async fn an_envelope_written_again_under_a_new_stream_id_is_applied_once() {
         .sql_i64("SELECT count(*)::int8 AS v FROM troupe_applied_input WHERE domain = 'inventory'")
         .await;
     assert_eq!(recorded, 2_100, "one record per applied envelope id");
+    // Every copy was acknowledged as a duplicate: none left pending, none dead-lettered.
+    eventually(Duration::from_secs(10), "nothing pending", || async {
+        app.pending(STREAM, "inventory").await == 0
+    })
+    .await;
+    assert_eq!(
+        app.xlen(&format!("{STREAM}.dlq")).await,
+        0,
+        "duplicates are not dead letters"
+    );
 }
 
 #[actix_web::test]
