@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::domain::{Domain, Notification, OtherTypes, Subscription};
+use crate::domain::{Clock, Domain, Notification, OtherTypes, Subscription};
 use crate::faults::Faults;
 use crate::settings::RuntimeSettings;
 use crate::store::DbPool;
@@ -35,6 +35,8 @@ pub struct DomainContext<D: Domain> {
     pub notifications: broadcast::Sender<Notification>,
     /// Progress, for the stall watchdog.
     pub progress: Arc<super::watchdog::Progress>,
+    /// The time handlers see ([`crate::domain::Context::now`]) and commands are stamped with.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl<D: Domain> DomainContext<D> {

@@ -16,7 +16,9 @@ use actix::{Actor, Context, Handler, Message};
 use super::watchdog::Progress;
 use crate::domain::envelope::{span_id, trace_id};
 use crate::domain::keys::Limits;
-use crate::domain::{Domain, Effects, Entity, Failure, apply_command, apply_event};
+use crate::domain::{
+    Clock, Domain, Effects, Entity, Failure, InputMeta, Target, apply_command, apply_event,
+};
 use crate::faults::Faults;
 use crate::store::entities::EntityWrite;
 use crate::telemetry::metrics::HANDLE_SECONDS;
@@ -46,6 +48,7 @@ pub struct Partition<D: Domain> {
     /// Values from before the unit in flight, for keys it changed (`None`: the key was new).
     undo: HashMap<String, Option<Entity<D::State>>>,
     limits: Limits,
+    clock: Arc<dyn Clock>,
     handle_seconds: metrics::Histogram,
     watch: HandlerWatch,
 }
@@ -74,14 +77,16 @@ impl HandlerWatch {
 }
 
 impl<D: Domain> Partition<D> {
-    /// An empty partition applying inputs within `limits`, reporting to `watch`.
-    pub fn new(domain: Arc<D>, limits: Limits, watch: HandlerWatch) -> Self {
+    /// An empty partition applying inputs within `limits` at the times `clock` tells,
+    /// reporting to `watch`.
+    pub fn new(domain: Arc<D>, limits: Limits, clock: Arc<dyn Clock>, watch: HandlerWatch) -> Self {
         let handle_seconds = metrics::histogram!(HANDLE_SECONDS, "domain" => domain.name());
         Self {
             domain,
             entities: BTreeMap::new(),
             undo: HashMap::new(),
             limits,
+            clock,
             handle_seconds,
             watch,
         }
@@ -137,9 +142,9 @@ pub struct EventItem<E> {
     /// reached `max_deliveries`), in which case later entries of the key are not held back
     /// (neither are they behind a permanent failure, which is dead-lettered at once).
     pub final_attempt: bool,
-    /// W3C trace context of the work this event causes (its input's trace, a new span id):
-    /// the handler runs in a span carrying it, and emitted events carry it on.
-    pub traceparent: String,
+    /// The input's metadata. The handler runs in a span carrying its trace context, and
+    /// emitted events carry that on.
+    pub input: InputMeta,
 }
 
 /// What became of one event.
@@ -198,17 +203,16 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             let started = Instant::now();
             let new_entity = Entity::default();
             let current = self.entities.get(&item.key).unwrap_or(&new_entity);
-            let span = handler_span(&item.key, &item.traceparent);
+            let span = handler_span(&item.key, &item.input.traceparent);
             self.watch.entering(&item.key);
-            let outcome = span.in_scope(|| {
-                apply_event(
-                    self.domain.as_ref(),
-                    &self.limits,
-                    &item.key,
-                    current,
-                    item.event,
-                )
-            });
+            let target = Target {
+                key: &item.key,
+                entity: current,
+                input: &item.input,
+                now: self.clock.now(),
+            };
+            let outcome = span
+                .in_scope(|| apply_event(self.domain.as_ref(), &self.limits, target, item.event));
             self.handle_seconds.record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(applied) => {
@@ -246,8 +250,8 @@ pub struct ApplyCommand<D: Domain> {
     pub key: String,
     /// The command.
     pub command: D::Command,
-    /// W3C trace context of the command's work (see [`EventItem::traceparent`]).
-    pub traceparent: String,
+    /// The command's metadata (see [`EventItem::input`]).
+    pub input: InputMeta,
 }
 
 /// A command's reply with its effects and the entity write to commit.
@@ -263,17 +267,16 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
     fn handle(&mut self, msg: ApplyCommand<D>, _: &mut Self::Context) -> Self::Result {
         let new_entity = Entity::default();
         let current = self.entities.get(&msg.key).unwrap_or(&new_entity);
-        let span = handler_span(&msg.key, &msg.traceparent);
+        let span = handler_span(&msg.key, &msg.input.traceparent);
         self.watch.entering(&msg.key);
-        let applied = span.in_scope(|| {
-            apply_command(
-                self.domain.as_ref(),
-                &self.limits,
-                &msg.key,
-                current,
-                msg.command,
-            )
-        });
+        let target = Target {
+            key: &msg.key,
+            entity: current,
+            input: &msg.input,
+            now: self.clock.now(),
+        };
+        let applied = span
+            .in_scope(|| apply_command(self.domain.as_ref(), &self.limits, target, msg.command));
         self.watch.left();
         let result = applied.map(|(applied, reply)| {
             self.install(&msg.key, applied.entity);
@@ -503,17 +506,21 @@ mod tests {
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         tracing::subscriber::with_default(subscriber, || {
             let span = handler_span("K-1", traceparent);
-            span.in_scope(|| {
-                apply_event(
-                    &Chatty,
-                    &Limits::default(),
-                    "K-1",
-                    &Entity::default(),
-                    Ping::Ping,
-                )
-            })
-            .map(|_| ())
-            .unwrap();
+            let input = crate::domain::InputMeta {
+                id: "e-1".into(),
+                source: crate::domain::Source::Command,
+                timestamp: chrono::Utc::now(),
+                traceparent: traceparent.into(),
+            };
+            let target = Target {
+                key: "K-1",
+                entity: &Entity::default(),
+                input: &input,
+                now: input.timestamp,
+            };
+            span.in_scope(|| apply_event(&Chatty, &Limits::default(), target, Ping::Ping))
+                .map(|_| ())
+                .unwrap();
         });
         let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(output.lines().next().unwrap()).unwrap();

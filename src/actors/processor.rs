@@ -30,8 +30,8 @@ use super::runtime::restore_entity;
 use crate::domain::envelope::{child_traceparent, trace_id};
 use crate::domain::keys::Limits;
 use crate::domain::{
-    Domain, DomainError, Effects, Entity, Envelope, Failure, MalformedEntry, Notification,
-    decode_event, route, validate_key,
+    Domain, DomainError, Effects, Entity, Envelope, Failure, InputMeta, MalformedEntry,
+    Notification, Source, decode_event, route, validate_key,
 };
 use crate::settings::CrashPoint;
 use crate::store::batch::{BatchCommit, commit};
@@ -257,10 +257,10 @@ impl<D: Domain> Handler<ExecuteCommand<D>> for Processor<D> {
 /// A decoded input on its way to a partition.
 struct Input<E> {
     index: usize,
-    input_id: String,
+    /// Envelope id, stream entry, timestamp, trace context.
+    meta: InputMeta,
     key: String,
     event: E,
-    traceparent: String,
     final_attempt: bool,
 }
 
@@ -352,7 +352,7 @@ impl<D: Domain> Inner<D> {
                         out.dead.push((index, UNLOADABLE_STATE, reason));
                         continue;
                     }
-                    if !seen.insert(input.input_id.clone()) {
+                    if !seen.insert(input.meta.id.clone()) {
                         out.ack.push(entry.id);
                         out.report.duplicates += 1;
                         continue;
@@ -486,6 +486,7 @@ impl<D: Domain> Inner<D> {
             });
         }
         let decoded = Envelope::from_fields(entry.field_pairs()).and_then(|envelope| {
+            let happened_at = envelope.happened_at();
             validate_key(&envelope.id, runtime.max_key_bytes).map_err(MalformedEntry::InvalidId)?;
             let event =
                 decode_event::<D>(&binding.handled_types, &envelope.event_type, &envelope.data)?;
@@ -496,12 +497,27 @@ impl<D: Domain> Inner<D> {
                 &envelope.event_type,
                 &event,
             )?;
+            // When the input happened: as its producer says, else when Redis received it.
+            let timestamp = happened_at
+                .or_else(|| {
+                    i64::try_from(entry.id.ms)
+                        .ok()
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                })
+                .unwrap_or_else(|| self.ctx.clock.now());
             Ok(Input {
                 index,
-                input_id: envelope.id,
+                meta: InputMeta {
+                    traceparent: child_traceparent(envelope.traceparent.as_deref()),
+                    id: envelope.id,
+                    source: Source::Stream {
+                        stream: binding.name.clone(),
+                        entry_id: entry.id.to_string(),
+                    },
+                    timestamp,
+                },
                 key,
                 event,
-                traceparent: child_traceparent(envelope.traceparent.as_deref()),
                 final_attempt: deliveries.get(&entry.id).copied().unwrap_or(1)
                     >= runtime.max_deliveries,
             })
@@ -594,7 +610,7 @@ impl<D: Domain> Inner<D> {
                         );
                         let mut redo = self.redecode(binding, entries, deliveries, &indices);
                         redo.retain(|input| {
-                            let duplicate = ids.contains(&input.input_id);
+                            let duplicate = ids.contains(&input.meta.id);
                             if duplicate {
                                 out.ack.push(entries[input.index].id);
                                 out.report.duplicates += 1;
@@ -633,7 +649,11 @@ impl<D: Domain> Inner<D> {
         for input in unit {
             meta.insert(
                 input.index,
-                (input.input_id, input.key.clone(), input.traceparent.clone()),
+                (
+                    input.meta.id.clone(),
+                    input.key.clone(),
+                    input.meta.traceparent.clone(),
+                ),
             );
             let p = self.partition(&input.key);
             per_partition[p].push(EventItem {
@@ -641,7 +661,7 @@ impl<D: Domain> Inner<D> {
                 key: input.key,
                 event: input.event,
                 final_attempt: input.final_attempt,
-                traceparent: input.traceparent,
+                input: input.meta,
             });
         }
         let involved: Vec<usize> = (0..per_partition.len())
@@ -833,6 +853,15 @@ impl<D: Domain> Inner<D> {
         let ctx = &self.ctx;
         let p = self.partition(&msg.key);
         let traceparent = child_traceparent(None);
+        let input = InputMeta {
+            id: msg.idempotency.as_ref().map_or_else(
+                || uuid::Uuid::now_v7().to_string(),
+                |idempotency| idempotency.key.clone(),
+            ),
+            source: Source::Command,
+            timestamp: ctx.clock.now(),
+            traceparent: traceparent.clone(),
+        };
         self.reload_uncertain()
             .await
             .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
@@ -857,7 +886,7 @@ impl<D: Domain> Inner<D> {
             ApplyCommand::<D> {
                 key: msg.key.clone(),
                 command: msg.command,
-                traceparent: traceparent.clone(),
+                input,
             },
             ctx.runtime.ask_timeout(),
         )

@@ -16,7 +16,7 @@ use super::quarantine::Quarantine;
 use super::supervisor::{DomainStatus, DomainSupervisor, Shutdown};
 use super::watchdog::Progress;
 use crate::domain::keys::Limits;
-use crate::domain::{Domain, Entity};
+use crate::domain::{Clock, Domain, Entity, SystemClock};
 use crate::faults::Faults;
 use crate::settings::Settings;
 use crate::store::{self, StoreError, entities};
@@ -74,6 +74,7 @@ pub async fn start_domain<D: Domain>(
     redis: &RedisClients,
 ) -> Result<RunningDomain<D>, StoreError> {
     let domain = Arc::new(domain);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let runtime = settings.runtime.clone();
     let db = store::pool::build(&settings.database)?;
 
@@ -123,13 +124,14 @@ pub async fn start_domain<D: Domain>(
     for (index, entities) in loaded.into_iter().enumerate() {
         let arbiter = Arbiter::new();
         let d = domain.clone();
+        let clock = clock.clone();
         let watch = HandlerWatch {
             progress: progress.clone(),
             partition: index,
             faults: faults.clone(),
         };
         let partition = Partition::start_in_arbiter(&arbiter.handle(), move |_| {
-            Partition::new(d, limits, watch)
+            Partition::new(d, limits, clock, watch)
         });
         ask(&partition, Load { entities }, runtime.ask_timeout())
             .await
@@ -151,6 +153,7 @@ pub async fn start_domain<D: Domain>(
         relay_wakeup: Arc::new(Notify::new()),
         notifications: notifications.clone(),
         progress: progress.clone(),
+        clock,
     });
     let status = Arc::new(DomainStatus::new(progress, quarantine.clone()));
     let home = Arbiter::new();

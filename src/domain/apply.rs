@@ -3,13 +3,14 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::keys::{Limits, Unstorable, json_has_nul, validate_key};
-use super::{Context, Domain, DomainError, Effects, Entity, MalformedEntry};
+use super::{Context, Domain, DomainError, Effects, Entity, InputMeta, MalformedEntry};
 
 /// An input applied successfully: the entity's next value and the effects to commit with it.
 #[derive(Debug, Clone)]
@@ -105,41 +106,59 @@ pub fn decode_event<D: Domain>(
     })
 }
 
-/// Applies `event` to a copy of `entity`; the original is untouched whatever happens.
+/// What an input is applied to and when: the entity, its key, the input's metadata and the
+/// time the handler sees ([`Context::now`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a, S> {
+    /// The entity's key.
+    pub key: &'a str,
+    /// Its current value (`Entity::default()` for a key never touched).
+    pub entity: &'a Entity<S>,
+    /// The input's metadata ([`Context::input`]).
+    pub input: &'a InputMeta,
+    /// The runtime clock's time.
+    pub now: DateTime<Utc>,
+}
+
+/// Applies `event` to a copy of the target entity; the original is untouched whatever
+/// happens.
 pub fn apply_event<D: Domain>(
     domain: &D,
     limits: &Limits,
-    key: &str,
-    entity: &Entity<D::State>,
+    target: Target<'_, D::State>,
     event: D::Event,
 ) -> Result<Applied<D::State>, Failure> {
-    let (applied, ()) = run(limits, key, entity, |state, ctx| {
+    let (applied, ()) = run(limits, target, |state, ctx| {
         domain.handle(state, event, ctx)
     })?;
     Ok(applied)
 }
 
-/// Applies `command` to a copy of `entity` and returns the reply with the result.
+/// Applies `command` to a copy of the target entity and returns the reply with the result.
 pub fn apply_command<D: Domain>(
     domain: &D,
     limits: &Limits,
-    key: &str,
-    entity: &Entity<D::State>,
+    target: Target<'_, D::State>,
     command: D::Command,
 ) -> Result<(Applied<D::State>, D::Reply), Failure> {
-    run(limits, key, entity, |state, ctx| {
+    run(limits, target, |state, ctx| {
         domain.execute(state, command, ctx)
     })
 }
 
 fn run<S: Clone + Serialize + DeserializeOwned, R>(
     limits: &Limits,
-    key: &str,
-    entity: &Entity<S>,
+    target: Target<'_, S>,
     f: impl FnOnce(&mut S, &mut Context) -> Result<R, DomainError>,
 ) -> Result<(Applied<S>, R), Failure> {
+    let Target {
+        key,
+        entity,
+        input,
+        now,
+    } = target;
     let mut state = entity.state.clone();
-    let mut ctx = Context::new(key);
+    let mut ctx = Context::new(key, input.clone(), now);
     // The handler works on a copy, so unwinding cannot leave a half-applied state behind.
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut state, &mut ctx)))
         .map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;

@@ -25,6 +25,16 @@ pub struct Envelope {
     pub traceparent: Option<String>,
 }
 
+impl Envelope {
+    /// `ts` as a time, if the writer set it (checked when the envelope was decoded).
+    pub fn happened_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let ts = self.ts.as_deref()?;
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .ok()
+            .map(|t| t.to_utc())
+    }
+}
+
 /// Why an entry is not a valid envelope; the reason goes with it to the dead-letter stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MalformedEntry {

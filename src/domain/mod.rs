@@ -49,6 +49,8 @@
 //! ```
 
 pub mod apply;
+pub mod clock;
+pub mod context;
 pub mod envelope;
 pub mod keys;
 pub mod testkit;
@@ -57,9 +59,10 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
-pub use apply::{Applied, Failure, apply_command, apply_event, decode_event, route};
+pub use apply::{Applied, Failure, Target, apply_command, apply_event, decode_event, route};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use context::{Context, Effects, Emitted, InputMeta, Notification, Source};
 pub use envelope::{Envelope, MalformedEntry};
 pub use keys::{InvalidKey, validate_key};
 
@@ -179,88 +182,4 @@ pub enum DomainError {
     /// Anything else, possibly transient (a stream event is retried, then dead-lettered).
     #[error("{0}")]
     Failed(String),
-}
-
-/// An event a handler emits, published on the domain's output stream after commit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Emitted {
-    /// Envelope `type`.
-    pub event_type: String,
-    /// Envelope `key`.
-    pub key: String,
-    /// Envelope `data`.
-    pub data: Value,
-}
-
-/// A message for WebSocket clients subscribed to `topic`, sent after commit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Notification {
-    /// Topic, e.g. `inventory/SKU-1`.
-    pub topic: String,
-    /// Payload.
-    pub payload: Value,
-}
-
-/// What a handler may look at and produce while applying one input.
-#[derive(Debug)]
-pub struct Context {
-    key: String,
-    emitted: Vec<Emitted>,
-    notifications: Vec<Notification>,
-}
-
-impl Context {
-    /// A context for an input addressed to `key`.
-    pub fn new(key: &str) -> Self {
-        Self {
-            key: key.to_owned(),
-            emitted: Vec::new(),
-            notifications: Vec::new(),
-        }
-    }
-
-    /// The key of the entity being handled.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// Emits `event_type` with `data` for the current key.
-    pub fn emit(&mut self, event_type: &str, data: Value) {
-        let key = self.key.clone();
-        self.emit_for(&key, event_type, data);
-    }
-
-    /// Emits `event_type` with `data` for another key.
-    pub fn emit_for(&mut self, key: &str, event_type: &str, data: Value) {
-        self.emitted.push(Emitted {
-            event_type: event_type.to_owned(),
-            key: key.to_owned(),
-            data,
-        });
-    }
-
-    /// Notifies WebSocket subscribers of `topic`.
-    pub fn notify(&mut self, topic: &str, payload: Value) {
-        self.notifications.push(Notification {
-            topic: topic.to_owned(),
-            payload,
-        });
-    }
-
-    /// Consumes the context, returning what was emitted and notified.
-    pub fn into_effects(self) -> Effects {
-        Effects {
-            emitted: self.emitted,
-            notifications: self.notifications,
-        }
-    }
-}
-
-/// The effects of one applied input.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Effects {
-    /// Events for `<domain>.events`.
-    pub emitted: Vec<Emitted>,
-    /// Notifications for WebSocket clients.
-    pub notifications: Vec<Notification>,
 }

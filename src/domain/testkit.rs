@@ -2,6 +2,12 @@
 //! this state and these effects. Inputs go through the same decoding and apply path as in
 //! production ([`decode_event`], [`apply_event`], [`apply_command`]).
 //!
+//! Time stands still unless the test moves it: handlers see [`Context::now`] from the kit's
+//! [`ManualClock`], which starts at [`TestKit::START`]; an event's timestamp is its `ts` if the
+//! test gave one ([`TestEvent::at`]), else the clock's time.
+//!
+//! [`Context::now`]: super::Context::now
+//!
 //! ```
 //! # use troupe::domain::testkit::{TestKit, event};
 //! # use troupe::domains::inventory::Inventory;
@@ -14,12 +20,15 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::envelope::child_traceparent;
 use super::{
-    Domain, Effects, Entity, Failure, MalformedEntry, OtherTypes, apply_command, apply_event,
-    decode_event, route,
+    Clock, Domain, Effects, Entity, Failure, InputMeta, MalformedEntry, ManualClock, OtherTypes,
+    Source, Target, apply_command, apply_event, decode_event, route,
 };
 use crate::domain::keys::Limits;
 
@@ -32,6 +41,10 @@ pub struct TestEvent {
     pub event_type: String,
     /// Envelope `data`, as JSON.
     pub data: Value,
+    /// Envelope `id`; the kit numbers events it is not given (`test-1`, `test-2`, …).
+    pub id: Option<String>,
+    /// Envelope `ts`; the kit's clock when not given.
+    pub ts: Option<DateTime<Utc>>,
 }
 
 /// Builds a [`TestEvent`].
@@ -40,6 +53,22 @@ pub fn event(key: &str, event_type: &str, data: Value) -> TestEvent {
         key: key.to_owned(),
         event_type: event_type.to_owned(),
         data,
+        id: None,
+        ts: None,
+    }
+}
+
+impl TestEvent {
+    /// The same event with envelope id `id`.
+    pub fn with_id(mut self, id: &str) -> Self {
+        self.id = Some(id.to_owned());
+        self
+    }
+
+    /// The same event, stamped by its producer as having happened at `ts`.
+    pub fn at(mut self, ts: DateTime<Utc>) -> Self {
+        self.ts = Some(ts);
+        self
     }
 }
 
@@ -58,30 +87,59 @@ pub enum TestFailure {
 /// An in-memory harness for one domain.
 pub struct TestKit<D: Domain> {
     domain: D,
+    /// Each subscribed stream with the types it handles.
+    streams: Vec<(String, Vec<String>)>,
     handled_types: Vec<String>,
     skips_other_types: bool,
     limits: Limits,
     entities: BTreeMap<String, Entity<D::State>>,
+    clock: ManualClock,
+    /// Inputs given so far, for made-up ids and stream entry ids.
+    inputs: u64,
 }
 
 impl<D: Domain> TestKit<D> {
-    /// A harness with no entities.
+    /// Where the kit's clock starts: 2026-01-01T00:00:00Z.
+    pub const START: DateTime<Utc> = match DateTime::from_timestamp(1_767_225_600, 0) {
+        Some(start) => start,
+        None => panic!("a valid start time"),
+    };
+
+    /// A harness with no entities, its clock at [`TestKit::START`].
     pub fn new(domain: D) -> Self {
         let subscriptions = domain.subscriptions();
         let skips_other_types = subscriptions
             .iter()
             .any(|s| s.other_types == OtherTypes::Skip);
-        let handled_types = subscriptions
+        let streams: Vec<(String, Vec<String>)> = subscriptions
             .into_iter()
-            .flat_map(|s| s.event_types)
+            .map(|s| (s.stream, s.event_types))
+            .collect();
+        let handled_types = streams
+            .iter()
+            .flat_map(|(_, t)| t.iter().cloned())
             .collect();
         Self {
             domain,
+            streams,
             handled_types,
             skips_other_types,
             limits: Limits::default(),
             entities: BTreeMap::new(),
+            clock: ManualClock::starting_at(Self::START),
+            inputs: 0,
         }
+    }
+
+    /// The clock handlers see. Clones of it move with it.
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&mut self, by: Duration) -> &mut Self {
+        self.clock.advance(by);
+        self
     }
 
     /// Applies `events` as history. Panics if one is not applied: history is a precondition.
@@ -109,8 +167,31 @@ impl<D: Domain> TestKit<D> {
                 Err(malformed) => return Err(malformed.into()),
             };
         let key = route(&self.domain, &self.limits, e.key, &e.event_type, &decoded)?;
+        let now = self.clock.now();
+        self.inputs += 1;
+        let stream = self
+            .streams
+            .iter()
+            .find(|(_, types)| types.contains(&e.event_type))
+            .or(self.streams.first())
+            .map_or_else(String::new, |(stream, _)| stream.clone());
+        let input = InputMeta {
+            id: e.id.unwrap_or_else(|| format!("test-{}", self.inputs)),
+            source: Source::Stream {
+                stream,
+                entry_id: format!("{}-{}", now.timestamp_millis().max(0), self.inputs),
+            },
+            timestamp: e.ts.unwrap_or(now),
+            traceparent: child_traceparent(None),
+        };
         let current = self.entities.get(&key).cloned().unwrap_or_default();
-        let applied = apply_event(&self.domain, &self.limits, &key, &current, decoded)?;
+        let target = Target {
+            key: &key,
+            entity: &current,
+            input: &input,
+            now,
+        };
+        let applied = apply_event(&self.domain, &self.limits, target, decoded)?;
         self.entities.insert(key, applied.entity);
         Ok(applied.effects)
     }
@@ -121,8 +202,22 @@ impl<D: Domain> TestKit<D> {
         key: &str,
         command: D::Command,
     ) -> Result<(D::Reply, Effects), Failure> {
+        let now = self.clock.now();
+        self.inputs += 1;
+        let input = InputMeta {
+            id: format!("test-command-{}", self.inputs),
+            source: Source::Command,
+            timestamp: now,
+            traceparent: child_traceparent(None),
+        };
         let current = self.entities.get(key).cloned().unwrap_or_default();
-        let (applied, reply) = apply_command(&self.domain, &self.limits, key, &current, command)?;
+        let target = Target {
+            key,
+            entity: &current,
+            input: &input,
+            now,
+        };
+        let (applied, reply) = apply_command(&self.domain, &self.limits, target, command)?;
         self.entities.insert(key.to_owned(), applied.entity);
         Ok((reply, applied.effects))
     }
@@ -135,5 +230,108 @@ impl<D: Domain> TestKit<D> {
     /// The entity (state and version) of `key`.
     pub fn entity(&self, key: &str) -> Option<&Entity<D::State>> {
         self.entities.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{Context, DomainError, Subscription};
+
+    /// Remembers what its handler saw.
+    struct Recorder;
+
+    #[derive(Clone, Default, Serialize, Deserialize)]
+    struct Seen {
+        id: String,
+        source: String,
+        timestamp: Option<DateTime<Utc>>,
+        now: Option<DateTime<Utc>>,
+        traceparent: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Ping {
+        #[serde(rename = "ping")]
+        Ping {},
+    }
+
+    fn record(seen: &mut Seen, ctx: &Context) {
+        let input = ctx.input();
+        *seen = Seen {
+            id: input.id.clone(),
+            source: match &input.source {
+                Source::Stream { stream, entry_id } => format!("{stream} {entry_id}"),
+                Source::Command => "command".into(),
+            },
+            timestamp: Some(input.timestamp),
+            now: Some(ctx.now()),
+            traceparent: input.traceparent.clone(),
+        };
+    }
+
+    impl Domain for Recorder {
+        type State = Seen;
+        type Event = Ping;
+        type Command = ();
+        type Reply = ();
+
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn subscriptions(&self) -> Vec<Subscription> {
+            vec![Subscription::new("recorder.input", &["ping"])]
+        }
+        fn handle(&self, seen: &mut Seen, _: Ping, ctx: &mut Context) -> Result<(), DomainError> {
+            record(seen, ctx);
+            Ok(())
+        }
+        fn execute(&self, seen: &mut Seen, _: (), ctx: &mut Context) -> Result<(), DomainError> {
+            record(seen, ctx);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn handlers_see_the_inputs_metadata_and_the_kits_clock() {
+        let mut kit = TestKit::new(Recorder);
+        let start = TestKit::<Recorder>::START;
+        let produced = start - chrono::TimeDelta::hours(1);
+        kit.when(event("K", "ping", json!({})).with_id("e-1").at(produced))
+            .unwrap();
+        let seen = kit.state("K").unwrap().clone();
+        assert_eq!(seen.id, "e-1");
+        assert_eq!(
+            seen.source,
+            format!("recorder.input {}-1", start.timestamp_millis())
+        );
+        assert_eq!(seen.timestamp, Some(produced), "the producer's ts");
+        assert_eq!(
+            seen.now,
+            Some(start),
+            "time stands still until the test moves it"
+        );
+        assert!(crate::domain::envelope::is_traceparent(&seen.traceparent));
+
+        kit.advance(Duration::from_secs(90));
+        kit.when(event("K", "ping", json!({}))).unwrap();
+        let later = start + chrono::TimeDelta::seconds(90);
+        let seen = kit.state("K").unwrap().clone();
+        assert_eq!(seen.id, "test-2", "a made-up id when the test gives none");
+        assert_eq!(
+            (seen.timestamp, seen.now),
+            (Some(later), Some(later)),
+            "no ts: stamped with the clock"
+        );
+
+        kit.clock().set(start);
+        kit.command("K", ()).unwrap();
+        let seen = kit.state("K").unwrap().clone();
+        assert_eq!(seen.source, "command");
+        assert_eq!((seen.timestamp, seen.now), (Some(start), Some(start)));
     }
 }
