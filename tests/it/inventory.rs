@@ -353,3 +353,80 @@ async fn keyset_pages_stay_complete_and_ordered_while_events_flow() {
         "every SKU that existed throughout is listed: {missing:?}"
     );
 }
+
+/// The handler sees when its input happened: the producer's `ts`, else the time Redis gave the
+/// entry, and for a command the time it came. Inventory writes it as `at` on the events it
+/// emits, so it is visible on the output stream.
+#[actix_web::test]
+async fn handlers_see_when_their_input_happened() {
+    let app = spawn_app().await;
+    let adjust = |id: &'static str, delta: i64, ts: Option<&'static str>| {
+        let data = json!({ "delta": delta, "warehouse": "w1" }).to_string();
+        let app = &app;
+        async move {
+            let mut fields = vec![
+                ("id", id),
+                ("type", "stock.adjusted"),
+                ("key", "T-1"),
+                ("data", data.as_str()),
+            ];
+            fields.extend(ts.map(|ts| ("ts", ts)));
+            app.xadd(STREAM, &fields).await
+        }
+    };
+    adjust("t-1", 2, Some("2026-05-01T10:00:00Z")).await;
+    let entry_id = adjust("t-2", -2, None).await;
+    // The command comes after both entries are applied, so it crosses zero again.
+    eventually(
+        Duration::from_secs(10),
+        "both entries published",
+        || async { app.xlen("inventory.events").await == 2 },
+    )
+    .await;
+    let before = chrono::Utc::now();
+    let res = app
+        .client
+        .post(format!("{}/api/v1/inventory/T-1/adjustments", app.address))
+        .json(&json!({ "delta": 1, "warehouse": "w1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let after = chrono::Utc::now();
+
+    eventually(
+        Duration::from_secs(10),
+        "three events published",
+        || async { app.xlen("inventory.events").await == 3 },
+    )
+    .await;
+    let events = app.output_events().await;
+    let at = |n: usize| -> chrono::DateTime<chrono::Utc> {
+        let data: Value = serde_json::from_str(&events[n]["data"]).unwrap();
+        let at = data["at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `at` in {data}"));
+        chrono::DateTime::parse_from_rfc3339(at).unwrap().to_utc()
+    };
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        ["stock.replenished", "stock.depleted", "stock.replenished"]
+    );
+    assert_eq!(
+        at(0).to_rfc3339(),
+        "2026-05-01T10:00:00+00:00",
+        "the producer's ts"
+    );
+    let entry_ms: i64 = entry_id.split('-').next().unwrap().parse().unwrap();
+    assert_eq!(
+        at(1).timestamp_millis(),
+        entry_ms,
+        "no ts: when Redis took the entry"
+    );
+    assert!(
+        (before..=after).contains(&at(2)),
+        "a command: when it came ({} not in {before}..{after})",
+        at(2)
+    );
+}

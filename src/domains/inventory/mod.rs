@@ -1,8 +1,9 @@
 //! Inventory: stock per SKU, fed by `stock.adjusted` events on `inventory.adjustments`.
 //!
 //! Emits `stock.depleted` when a SKU's available stock drops to zero or below and
-//! `stock.replenished` when it rises above zero again, and notifies `inventory/<sku>` on every
-//! change.
+//! `stock.replenished` when it rises above zero again, with the time of the adjustment that
+//! crossed zero (`at`: the producer's `ts`, else when it reached the stream; for the API, when
+//! the request came), and notifies `inventory/<sku>` on every change.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -110,15 +111,16 @@ fn adjust(
     })?;
     let is_available = stock.available() > 0;
     let sku = ctx.key().to_owned();
+    let at = ctx.input().timestamp;
     if was_available && !is_available {
         ctx.emit(
             "stock.depleted",
-            json!({ "sku": sku, "on_hand": stock.on_hand }),
+            json!({ "sku": sku, "on_hand": stock.on_hand, "at": at }),
         );
     } else if !was_available && is_available {
         ctx.emit(
             "stock.replenished",
-            json!({ "sku": sku, "on_hand": stock.on_hand }),
+            json!({ "sku": sku, "on_hand": stock.on_hand, "at": at }),
         );
     }
     ctx.notify(
@@ -167,10 +169,35 @@ mod tests {
         let effects = kit.when(adjusted("A", 2)).unwrap();
         assert_eq!(effects.emitted[0].event_type, "stock.replenished");
         assert!(kit.when(adjusted("A", -1)).unwrap().emitted.is_empty());
+        kit.advance(std::time::Duration::from_secs(60));
         let effects = kit.when(adjusted("A", -1)).unwrap();
         assert_eq!(effects.emitted[0].event_type, "stock.depleted");
-        assert_eq!(effects.emitted[0].data, json!({ "sku": "A", "on_hand": 0 }));
+        assert_eq!(
+            effects.emitted[0].data,
+            json!({ "sku": "A", "on_hand": 0, "at": "2026-01-01T00:01:00Z" })
+        );
         assert_eq!(effects.notifications[0].topic, "inventory/A");
+    }
+
+    #[test]
+    fn depletion_is_stamped_with_when_the_adjustment_happened() {
+        let mut kit = TestKit::new(Inventory);
+        let counted = chrono::DateTime::parse_from_rfc3339("2025-12-31T23:00:00Z")
+            .unwrap()
+            .to_utc();
+        let effects = kit.when(adjusted("A", 1).at(counted)).unwrap();
+        assert_eq!(effects.emitted[0].data["at"], "2025-12-31T23:00:00Z");
+        // A command is stamped with when it came: the kit's clock.
+        let (_, effects) = kit
+            .command(
+                "A",
+                InventoryCommand::Adjust(StockAdjustment {
+                    delta: -1,
+                    warehouse: "w1".into(),
+                }),
+            )
+            .unwrap();
+        assert_eq!(effects.emitted[0].data["at"], "2026-01-01T00:00:00Z");
     }
 
     #[test]

@@ -88,12 +88,21 @@ impl Isolation {
             .unwrap()
     }
 
-    /// Envelope ids of every entry on `inventory.events`, in stream order (read in pages, so a
-    /// long stream stays within the client's response timeout).
+    /// The ids of every event on the inventory output stream, oldest first (paged, so any
+    /// length works).
     pub async fn output_event_ids(&self) -> Vec<String> {
+        self.output_events()
+            .await
+            .into_iter()
+            .map(|mut fields| fields.remove("id").unwrap_or_default())
+            .collect()
+    }
+
+    /// Every event on the inventory output stream, field by field, oldest first (paged).
+    pub async fn output_events(&self) -> Vec<std::collections::HashMap<String, String>> {
         let mut redis = self.redis().await;
         let key = self.key("inventory.events");
-        let (mut ids, mut from) = (Vec::new(), "-".to_owned());
+        let (mut events, mut from) = (Vec::new(), "-".to_owned());
         loop {
             let page: Vec<(String, std::collections::HashMap<String, String>)> =
                 redis::cmd("XRANGE")
@@ -106,13 +115,10 @@ impl Isolation {
                     .await
                     .unwrap();
             let Some((last, _)) = page.last() else {
-                return ids;
+                return events;
             };
             from = format!("({last}");
-            ids.extend(
-                page.into_iter()
-                    .map(|(_, mut f)| f.remove("id").unwrap_or_default()),
-            );
+            events.extend(page.into_iter().map(|(_, fields)| fields));
         }
     }
 
