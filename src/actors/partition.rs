@@ -468,15 +468,6 @@ mod tests {
             tracing::info!("handled a ping");
             Ok(())
         }
-
-        fn execute(
-            &self,
-            _: &mut Seen,
-            command: Self::Command,
-            _: &mut Context,
-        ) -> Result<(), DomainError> {
-            match command {}
-        }
     }
 
     #[derive(Clone, Default)]

@@ -40,11 +40,7 @@
 //!         ctx.emit("counter.changed", serde_json::json!({ "total": state.total }));
 //!         Ok(())
 //!     }
-//!     fn execute(&self, _: &mut Counter, command: Self::Command, _: &mut Context)
-//!         -> Result<(), DomainError>
-//!     {
-//!         match command {}
-//!     }
+//!     // No `execute`: this domain takes no commands.
 //! }
 //! ```
 
@@ -105,13 +101,20 @@ pub trait Domain: Send + Sync + 'static {
     ) -> Result<(), DomainError>;
 
     /// Applies one command from HTTP to one entity's state and returns the reply. Its effects
-    /// commit exactly like an event's before the reply is sent.
+    /// commit exactly like an event's before the reply is sent. Optional: a domain fed only by
+    /// events declares `type Command = std::convert::Infallible` and leaves this out.
     fn execute(
         &self,
         state: &mut Self::State,
         command: Self::Command,
         ctx: &mut Context,
-    ) -> Result<Self::Reply, DomainError>;
+    ) -> Result<Self::Reply, DomainError> {
+        let _ = (state, command, ctx);
+        Err(DomainError::Invalid(format!(
+            "domain {} takes no commands",
+            self.name()
+        )))
+    }
 }
 
 /// One stream a domain consumes.

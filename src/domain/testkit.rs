@@ -296,6 +296,42 @@ mod tests {
         }
     }
 
+    /// Takes events only: no `execute`.
+    struct EventsOnly;
+
+    impl Domain for EventsOnly {
+        type State = Seen;
+        type Event = Ping;
+        type Command = ();
+        type Reply = ();
+
+        fn name(&self) -> &'static str {
+            "events-only"
+        }
+        fn subscriptions(&self) -> Vec<Subscription> {
+            vec![Subscription::new("events-only.input", &["ping"])]
+        }
+        fn handle(&self, seen: &mut Seen, _: Ping, ctx: &mut Context) -> Result<(), DomainError> {
+            record(seen, ctx);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_domain_without_execute_refuses_commands_as_invalid() {
+        let mut kit = TestKit::new(EventsOnly);
+        let refused = kit.command("K", ()).unwrap_err();
+        assert_eq!(
+            refused,
+            Failure::Handler(DomainError::Invalid(
+                "domain events-only takes no commands".into()
+            ))
+        );
+        assert!(kit.entity("K").is_none(), "nothing applied");
+        kit.when(event("K", "ping", json!({}))).unwrap();
+        assert_eq!(kit.entity("K").unwrap().version, 1);
+    }
+
     #[test]
     fn handlers_see_the_inputs_metadata_and_the_kits_clock() {
         let mut kit = TestKit::new(Recorder);
