@@ -118,6 +118,12 @@ pub struct RuntimeSettings {
     pub stall_timeout_seconds: u64,
     /// Consumers of the domain's group idle this long and owning no pending entry are removed.
     pub consumer_idle_grace_seconds: u64,
+    /// Entities no input or read used for this long are evicted from memory (and loaded again
+    /// from Postgres when next needed).
+    pub entity_idle_seconds: u64,
+    /// Most entities a domain holds in memory; past it, the least recently used are evicted
+    /// after a commit (never one with uncommitted changes). Shared evenly by the partitions.
+    pub max_entities_in_memory: usize,
 }
 
 /// A named boundary at which the process can be made to abort.
@@ -388,6 +394,14 @@ impl Settings {
             (
                 "runtime.consumer_idle_grace_seconds",
                 self.runtime.consumer_idle_grace_seconds,
+            ),
+            (
+                "runtime.entity_idle_seconds",
+                self.runtime.entity_idle_seconds,
+            ),
+            (
+                "runtime.max_entities_in_memory",
+                self.runtime.max_entities_in_memory as u64,
             ),
         ];
         for (key, value) in positive {

@@ -1,18 +1,22 @@
-//! [`DomainHandle`]: how the HTTP layer talks to a running domain — reads from the partitions'
-//! committed state, commands through the processor.
+//! [`DomainHandle`]: how the HTTP layer talks to a running domain — reads of one entity from
+//! its partition's committed state (or from Postgres when it is not in memory), pages of
+//! entities from Postgres, commands through the processor.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use futures_util::future::join_all;
 use tokio::sync::broadcast;
 
 use super::ask::{AskError, ask};
-use super::partition::{Get, List, Partition, partition_of};
+use super::partition::{Get, Lookup, Partition, partition_of};
 use super::processor::{CommandError, Committed, ExecuteCommand, Idempotency, Processor};
+use super::runtime::restore_entity;
 use super::supervisor::DomainStatus;
 use crate::domain::{Domain, Entity, Notification};
+use crate::store::pool::within;
+use crate::store::{DbPool, StoreError, entities};
+use crate::telemetry::error_chain;
 
 /// Why a domain could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,15 @@ pub enum DomainUnavailable {
         #[source]
         source: AskError,
     },
+    /// Postgres did not answer a read of committed state.
+    #[error("domain {domain} could not read its stored state")]
+    Store {
+        /// Domain name.
+        domain: &'static str,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
 }
 
 /// A cloneable handle on a running domain.
@@ -52,6 +65,7 @@ pub struct DomainHandle<D: Domain> {
     ask_timeout: Duration,
     status: Arc<DomainStatus>,
     notifications: broadcast::Sender<Notification>,
+    db: DbPool,
 }
 
 impl<D: Domain> Clone for DomainHandle<D> {
@@ -63,26 +77,32 @@ impl<D: Domain> Clone for DomainHandle<D> {
             ask_timeout: self.ask_timeout,
             status: self.status.clone(),
             notifications: self.notifications.clone(),
+            db: self.db.clone(),
         }
     }
 }
 
+/// What the handle is built from.
+pub(crate) struct HandleParts<D: Domain> {
+    pub name: &'static str,
+    pub partitions: Vec<Addr<Partition<D>>>,
+    pub processor: Addr<Processor<D>>,
+    pub ask_timeout: Duration,
+    pub status: Arc<DomainStatus>,
+    pub notifications: broadcast::Sender<Notification>,
+    pub db: DbPool,
+}
+
 impl<D: Domain> DomainHandle<D> {
-    pub(crate) fn new(
-        name: &'static str,
-        partitions: Vec<Addr<Partition<D>>>,
-        processor: Addr<Processor<D>>,
-        ask_timeout: Duration,
-        status: Arc<DomainStatus>,
-        notifications: broadcast::Sender<Notification>,
-    ) -> Self {
+    pub(crate) fn new(parts: HandleParts<D>) -> Self {
         Self {
-            name,
-            partitions: Arc::new(partitions),
-            processor,
-            ask_timeout,
-            status,
-            notifications,
+            name: parts.name,
+            partitions: Arc::new(parts.partitions),
+            processor: parts.processor,
+            ask_timeout: parts.ask_timeout,
+            status: parts.status,
+            notifications: parts.notifications,
+            db: parts.db,
         }
     }
 
@@ -127,31 +147,66 @@ impl<D: Domain> DomainHandle<D> {
             });
         }
         let partition = &self.partitions[partition_of(key, self.partitions.len())];
-        ask(partition, Get::new(key.to_owned()), self.ask_timeout)
+        let lookup = ask(partition, Get::new(key.to_owned()), self.ask_timeout)
             .await
-            .map_err(|e| self.no_answer(e))
+            .map_err(|e| self.no_answer(e))?;
+        if let Lookup::InMemory(entity) = lookup {
+            return Ok(entity);
+        }
+        // Not in memory: its committed value is the row in Postgres. Read, not loaded into the
+        // partition: only the processor puts keys there, between units.
+        let name = self.name;
+        let keys = [key.to_owned()];
+        let rows = within(&self.db, self.ask_timeout, async |conn| {
+            entities::load_keys(conn, name, &keys).await
+        })
+        .await
+        .map_err(|source| DomainUnavailable::Store {
+            domain: name,
+            source,
+        })?;
+        match rows
+            .into_iter()
+            .next()
+            .map(|row| restore_entity::<D>(name, row))
+        {
+            None => Ok(None),
+            Some((_, Ok(entity))) => Ok(Some(entity)),
+            Some((key, Err(e))) => {
+                tracing::warn!(domain = name, key, error = %error_chain(&e), "stored state cannot be loaded");
+                Err(DomainUnavailable::EntityUnavailable { domain: name, key })
+            }
+        }
     }
 
-    /// Up to `limit` committed entities with keys after `after`, in key order: a keyset page.
+    /// Up to `limit` committed entities with keys after `after`, in key order: a keyset page of
+    /// what Postgres holds. A row whose state does not load is left out (and logged).
     pub async fn list(
         &self,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Entity<D::State>)>, DomainUnavailable> {
-        let asks = self.partitions.iter().map(|p| {
-            ask(
-                p,
-                List::new(after.map(str::to_owned), limit),
-                self.ask_timeout,
-            )
-        });
-        let mut merged = Vec::new();
-        for reply in join_all(asks).await {
-            merged.extend(reply.map_err(|e| self.no_answer(e))?);
-        }
-        merged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        merged.truncate(limit);
-        Ok(merged)
+        let name = self.name;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = within(&self.db, self.ask_timeout, async |conn| {
+            entities::load_page(conn, name, after, limit).await
+        })
+        .await
+        .map_err(|source| DomainUnavailable::Store {
+            domain: name,
+            source,
+        })?;
+        let page = rows
+            .into_iter()
+            .filter_map(|row| match restore_entity::<D>(name, row) {
+                (key, Ok(entity)) => Some((key, entity)),
+                (key, Err(e)) => {
+                    tracing::warn!(domain = name, key, error = %error_chain(&e), "stored state cannot be loaded; left out of the page");
+                    None
+                }
+            })
+            .collect();
+        Ok(page)
     }
 
     /// Executes `command` on `key`; replies once its effects are committed. With

@@ -4,14 +4,18 @@
 //! A key is only ever touched by its one partition, so inputs for one entity apply in order.
 //! Reads see committed values: while a unit is in flight, a changed key answers with its value
 //! from before the unit.
+//!
+//! Entities come and go: the processor loads a key from Postgres the first time a unit needs
+//! it ([`Missing`], then [`Refresh`]), and the partition evicts entities idle for
+//! `runtime.entity_idle_seconds`, and the least recently used ones when it holds more than its
+//! share of `runtime.max_entities_in_memory` — never a key with uncommitted changes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, AsyncContext, Context, Handler, Message};
 
 use super::watchdog::Progress;
 use crate::domain::envelope::{span_id, trace_id};
@@ -21,7 +25,7 @@ use crate::domain::{
 };
 use crate::faults::Faults;
 use crate::store::entities::EntityWrite;
-use crate::telemetry::metrics::HANDLE_SECONDS;
+use crate::telemetry::metrics::{ENTITIES_IN_MEMORY, ENTITY_EVICTIONS_TOTAL, HANDLE_SECONDS};
 
 /// The span a handler runs in: the entity key and the W3C trace context of the work, so the
 /// handler's own log lines join the trace of the input that caused them.
@@ -44,13 +48,44 @@ pub fn partition_of(key: &str, partitions: usize) -> usize {
 /// The partition actor of domain `D`.
 pub struct Partition<D: Domain> {
     domain: Arc<D>,
-    entities: BTreeMap<String, Entity<D::State>>,
+    /// The keys in memory.
+    entities: HashMap<String, Resident<D::State>>,
     /// Values from before the unit in flight, for keys it changed (`None`: the key was new).
     undo: HashMap<String, Option<Entity<D::State>>>,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    residency: Residency,
     handle_seconds: metrics::Histogram,
+    in_memory: metrics::Gauge,
+    evicted_idle: metrics::Counter,
+    evicted_capacity: metrics::Counter,
     watch: HandlerWatch,
+}
+
+/// A key in memory.
+struct Resident<S> {
+    /// Its value; `None`: Postgres has no row for it (a key not used yet).
+    entity: Option<Entity<S>>,
+    /// When an input or a read last used it.
+    last_used: Instant,
+}
+
+/// How many entities a partition keeps in memory, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Residency {
+    /// Entities unused this long are evicted.
+    pub idle: Duration,
+    /// Most entities this partition holds; past it, the least recently used are evicted after a
+    /// commit, down to nine tenths of it (so the scan that picks them runs once per tenth).
+    pub capacity: usize,
+}
+
+impl Residency {
+    /// How often the partition looks for idle entities: a quarter of the idle time, between 1
+    /// and 60 seconds, so an entity stays at most a quarter longer than `idle`.
+    pub fn sweep_every(&self) -> Duration {
+        (self.idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
 }
 
 /// What a partition reports about the handlers it runs: which key is in a handler (for the
@@ -77,40 +112,113 @@ impl HandlerWatch {
 }
 
 impl<D: Domain> Partition<D> {
-    /// An empty partition applying inputs within `limits` at the times `clock` tells,
-    /// reporting to `watch`.
-    pub fn new(domain: Arc<D>, limits: Limits, clock: Arc<dyn Clock>, watch: HandlerWatch) -> Self {
-        let handle_seconds = metrics::histogram!(HANDLE_SECONDS, "domain" => domain.name());
+    /// An empty partition applying inputs within `limits` at the times `clock` tells, keeping
+    /// entities in memory as `residency` says, reporting to `watch`.
+    pub fn new(
+        domain: Arc<D>,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+        residency: Residency,
+        watch: HandlerWatch,
+    ) -> Self {
+        let name = domain.name();
         Self {
+            handle_seconds: metrics::histogram!(HANDLE_SECONDS, "domain" => name),
+            in_memory: metrics::gauge!(ENTITIES_IN_MEMORY, "domain" => name),
+            evicted_idle: metrics::counter!(ENTITY_EVICTIONS_TOTAL, "domain" => name, "reason" => "idle"),
+            evicted_capacity: metrics::counter!(ENTITY_EVICTIONS_TOTAL, "domain" => name, "reason" => "capacity"),
             domain,
-            entities: BTreeMap::new(),
+            entities: HashMap::new(),
             undo: HashMap::new(),
             limits,
             clock,
-            handle_seconds,
+            residency,
             watch,
         }
+    }
+
+    /// The current (possibly uncommitted) value of a key in memory.
+    fn current(&self, key: &str) -> Option<&Entity<D::State>> {
+        self.entities.get(key).and_then(|r| r.entity.as_ref())
     }
 
     fn committed(&self, key: &str) -> Option<&Entity<D::State>> {
         match self.undo.get(key) {
             Some(before) => before.as_ref(),
-            None => self.entities.get(key),
+            None => self.current(key),
+        }
+    }
+
+    /// Puts `entity` (`None`: no row) in memory as `key`'s value.
+    fn keep(&mut self, key: String, entity: Option<Entity<D::State>>) {
+        let resident = Resident {
+            entity,
+            last_used: Instant::now(),
+        };
+        if self.entities.insert(key, resident).is_none() {
+            self.in_memory.increment(1.0);
         }
     }
 
     fn install(&mut self, key: &str, entity: Entity<D::State>) {
         if !self.undo.contains_key(key) {
-            self.undo
-                .insert(key.to_owned(), self.entities.get(key).cloned());
+            self.undo.insert(key.to_owned(), self.current(key).cloned());
         }
-        self.entities.insert(key.to_owned(), entity);
+        self.keep(key.to_owned(), Some(entity));
+    }
+
+    /// Evicts entities unused for `residency.idle`. Only between units: a key with
+    /// uncommitted changes stays.
+    fn evict_idle(&mut self) {
+        if !self.undo.is_empty() {
+            return;
+        }
+        let idle = self.residency.idle;
+        let before = self.entities.len();
+        self.entities.retain(|_, r| r.last_used.elapsed() < idle);
+        let evicted = before - self.entities.len();
+        if evicted > 0 {
+            self.in_memory.decrement(evicted as f64);
+            self.evicted_idle.increment(evicted as u64);
+            tracing::debug!(
+                domain = self.domain.name(),
+                evicted,
+                "evicted idle entities"
+            );
+        }
+    }
+
+    /// Past `residency.capacity`, evicts the least recently used entities down to nine tenths
+    /// of it. Only between units.
+    fn evict_over_capacity(&mut self) {
+        let capacity = self.residency.capacity;
+        if self.entities.len() <= capacity || !self.undo.is_empty() {
+            return;
+        }
+        let keep = capacity - capacity / 10;
+        let mut by_use: Vec<(Instant, String)> = self
+            .entities
+            .iter()
+            .map(|(key, r)| (r.last_used, key.clone()))
+            .collect();
+        let evict = by_use.len() - keep;
+        by_use.select_nth_unstable_by_key(evict.saturating_sub(1), |(used, _)| *used);
+        for (_, key) in by_use.into_iter().take(evict) {
+            self.entities.remove(&key);
+        }
+        self.in_memory.decrement(evict as f64);
+        self.evicted_capacity.increment(evict as u64);
+        tracing::debug!(
+            domain = self.domain.name(),
+            evicted = evict,
+            "evicted least recently used entities over capacity"
+        );
     }
 
     /// The write of `key`'s current value (serialized as `state_json`), guarded by its
     /// committed version.
     fn write_of(&self, key: &str, state_json: String) -> EntityWrite {
-        let version = self.entities.get(key).map_or(0, |e| e.version);
+        let version = self.current(key).map_or(0, |e| e.version);
         let expected = self.committed(key).map_or(0, |e| e.version);
         EntityWrite {
             key: key.to_owned(),
@@ -127,6 +235,14 @@ impl<D: Domain> Actor for Partition<D> {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Batches arrive one per unit of work; queries may queue behind one.
         ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(self.residency.sweep_every(), |partition, _| {
+            partition.evict_idle();
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // A restarted domain starts with empty partitions.
+        self.in_memory.decrement(self.entities.len() as f64);
     }
 }
 
@@ -202,7 +318,12 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             }
             let started = Instant::now();
             let new_entity = Entity::default();
-            let current = self.entities.get(&item.key).unwrap_or(&new_entity);
+            if !self.entities.contains_key(&item.key) {
+                // The processor loads every key before applying: this one would be applied to
+                // a fresh entity, and its write refused by the version guard if a row exists.
+                tracing::warn!(key = %item.key, "applying to a key that was not loaded");
+            }
+            let current = self.current(&item.key).unwrap_or(&new_entity);
             let span = handler_span(&item.key, &item.input.traceparent);
             self.watch.entering(&item.key);
             let target = Target {
@@ -266,7 +387,7 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
 
     fn handle(&mut self, msg: ApplyCommand<D>, _: &mut Self::Context) -> Self::Result {
         let new_entity = Entity::default();
-        let current = self.entities.get(&msg.key).unwrap_or(&new_entity);
+        let current = self.current(&msg.key).unwrap_or(&new_entity);
         let span = handler_span(&msg.key, &msg.input.traceparent);
         self.watch.entering(&msg.key);
         let target = Target {
@@ -302,39 +423,45 @@ impl<D: Domain> Handler<Settle> for Partition<D> {
     type Result = ();
 
     fn handle(&mut self, msg: Settle, _: &mut Self::Context) {
-        if !msg.committed {
-            for (key, before) in self.undo.drain() {
-                match before {
-                    Some(entity) => self.entities.insert(key, entity),
-                    None => self.entities.remove(&key),
-                };
+        if msg.committed {
+            self.undo.clear();
+            self.evict_over_capacity();
+        } else {
+            let undo: Vec<_> = self.undo.drain().collect();
+            for (key, before) in undo {
+                self.keep(key, before);
             }
         }
-        self.undo.clear();
     }
 }
 
-/// Replaces the partition's entities (recovery from Postgres).
-pub struct Load<S> {
-    /// Entities owned by this partition.
-    pub entities: Vec<(String, Entity<S>)>,
+/// Which of `keys` are not in memory: the processor loads those before a unit applies.
+pub struct Missing {
+    /// Keys the unit needs.
+    pub keys: Vec<String>,
 }
 
-impl<S: Send + 'static> Message for Load<S> {
-    type Result = ();
+impl Message for Missing {
+    type Result = Vec<String>;
 }
 
-impl<D: Domain> Handler<Load<D::State>> for Partition<D> {
-    type Result = ();
+impl<D: Domain> Handler<Missing> for Partition<D> {
+    type Result = actix::MessageResult<Missing>;
 
-    fn handle(&mut self, msg: Load<D::State>, _: &mut Self::Context) {
-        self.undo.clear();
-        self.entities = msg.entities.into_iter().collect();
+    fn handle(&mut self, msg: Missing, _: &mut Self::Context) -> Self::Result {
+        let mut seen = HashSet::with_capacity(msg.keys.len());
+        let missing = msg
+            .keys
+            .into_iter()
+            .filter(|key| !self.entities.contains_key(key) && seen.insert(key.clone()))
+            .collect();
+        actix::MessageResult(missing)
     }
 }
 
-/// Replaces the given keys' entities with their values in Postgres (`None`: no row), after a
-/// unit whose commit may have landed although it reported failure. Sent between units.
+/// Puts the given keys' values in Postgres (`None`: no row) into memory: keys loaded on first
+/// use, and keys reloaded after a unit whose commit may have landed although it reported
+/// failure. Sent between units.
 pub struct Refresh<S> {
     /// Keys with their stored values.
     pub entities: Vec<(String, Option<Entity<S>>)>,
@@ -350,12 +477,18 @@ impl<D: Domain> Handler<Refresh<D::State>> for Partition<D> {
     fn handle(&mut self, msg: Refresh<D::State>, _: &mut Self::Context) {
         self.undo.clear();
         for (key, entity) in msg.entities {
-            match entity {
-                Some(entity) => self.entities.insert(key, entity),
-                None => self.entities.remove(&key),
-            };
+            self.keep(key, entity);
         }
     }
+}
+
+/// What a partition knows of a key it was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<S> {
+    /// In memory: its committed value (`None`: it does not exist).
+    InMemory(Option<Entity<S>>),
+    /// Not in memory: ask Postgres.
+    NotInMemory,
 }
 
 /// The committed entity of a key.
@@ -376,56 +509,18 @@ impl<S> Get<S> {
 }
 
 impl<S: Send + 'static> Message for Get<S> {
-    type Result = Option<Entity<S>>;
+    type Result = Lookup<S>;
 }
 
 impl<D: Domain> Handler<Get<D::State>> for Partition<D> {
     type Result = actix::MessageResult<Get<D::State>>;
 
     fn handle(&mut self, msg: Get<D::State>, _: &mut Self::Context) -> Self::Result {
-        actix::MessageResult(self.committed(&msg.key).cloned())
-    }
-}
-
-/// Up to `limit` committed entities with keys after `after`, in key order.
-pub struct List<S> {
-    /// Exclusive lower bound.
-    pub after: Option<String>,
-    /// Most entities to return.
-    pub limit: usize,
-    _state: std::marker::PhantomData<fn() -> S>,
-}
-
-impl<S> List<S> {
-    /// Asks for a page.
-    pub fn new(after: Option<String>, limit: usize) -> Self {
-        Self {
-            after,
-            limit,
-            _state: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<S: Send + 'static> Message for List<S> {
-    type Result = Vec<(String, Entity<S>)>;
-}
-
-impl<D: Domain> Handler<List<D::State>> for Partition<D> {
-    type Result = actix::MessageResult<List<D::State>>;
-
-    fn handle(&mut self, msg: List<D::State>, _: &mut Self::Context) -> Self::Result {
-        let lower = match &msg.after {
-            Some(after) => Bound::Excluded(after.as_str()),
-            None => Bound::Unbounded,
+        let Some(resident) = self.entities.get_mut(&msg.key) else {
+            return actix::MessageResult(Lookup::NotInMemory);
         };
-        let page = self
-            .entities
-            .range::<str, _>((lower, Bound::Unbounded))
-            .filter_map(|(key, _)| self.committed(key).map(|e| (key.clone(), e.clone())))
-            .take(msg.limit)
-            .collect();
-        actix::MessageResult(page)
+        resident.last_used = Instant::now();
+        actix::MessageResult(Lookup::InMemory(self.committed(&msg.key).cloned()))
     }
 }
 
@@ -438,6 +533,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{Context, DomainError, Subscription};
+    use crate::faults::Faults;
 
     /// Logs from its handler, as a user's domain would.
     struct Chatty;
@@ -468,6 +564,55 @@ mod tests {
             tracing::info!("handled a ping");
             Ok(())
         }
+    }
+
+    fn partition(residency: Residency) -> Partition<Chatty> {
+        let watch = HandlerWatch {
+            progress: Arc::new(Progress::new(1, &[])),
+            partition: 0,
+            faults: Faults::new(&crate::settings::FaultSettings::default()),
+        };
+        let clock = Arc::new(crate::domain::SystemClock);
+        Partition::new(Arc::new(Chatty), Limits::default(), clock, residency, watch)
+    }
+
+    #[test]
+    fn keys_with_uncommitted_changes_are_never_evicted() {
+        let mut p = partition(Residency {
+            idle: Duration::ZERO,
+            capacity: 1,
+        });
+        p.keep("A".into(), None);
+        p.keep("B".into(), None);
+        // A unit in flight changed A: neither eviction may run before it settles.
+        p.install("A", Entity::default());
+        p.evict_over_capacity();
+        p.evict_idle();
+        assert_eq!(p.entities.len(), 2, "nothing leaves memory mid-unit");
+
+        p.undo.clear(); // committed
+        p.evict_over_capacity();
+        assert_eq!(p.entities.len(), 1, "back to the capacity");
+        p.evict_idle();
+        assert!(p.entities.is_empty(), "idle for longer than zero");
+    }
+
+    #[test]
+    fn over_capacity_the_least_recently_used_go_first() {
+        let mut p = partition(Residency {
+            idle: Duration::from_secs(3600),
+            capacity: 20,
+        });
+        for n in 0..25 {
+            p.keep(format!("K{n:02}"), None);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        p.evict_over_capacity();
+        // Down to nine tenths of the capacity: the 7 oldest went.
+        let mut kept: Vec<&String> = p.entities.keys().collect();
+        kept.sort();
+        assert_eq!(kept.len(), 18);
+        assert_eq!(kept[0], "K07");
     }
 
     #[derive(Clone, Default)]

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::ask::{AskError, ask};
 use super::context::{DomainContext, StreamBinding};
 use super::partition::{
-    ApplyCommand, ApplyEvents, EventItem, ItemOutcome, Partition, Refresh, Settle, partition_of,
+    ApplyCommand, ApplyEvents, EventItem, ItemOutcome, Missing, Partition, Refresh, Settle,
+    partition_of,
 };
 use super::quarantine::{Quarantine, UNLOADABLE_STATE};
 use super::runtime::restore_entity;
@@ -43,7 +44,9 @@ use crate::streams::StreamError;
 use crate::streams::dead_letter::{Reason, move_to_dead_letters};
 use crate::streams::entry::{EntryId, StreamEntry};
 use crate::telemetry::error_chain;
-use crate::telemetry::metrics::{BATCH_SIZE, DEAD_LETTERS_TOTAL, EVENTS_TOTAL, PERSIST_SECONDS};
+use crate::telemetry::metrics::{
+    BATCH_SIZE, DEAD_LETTERS_TOTAL, ENTITY_LOADS_TOTAL, EVENTS_TOTAL, PERSIST_SECONDS,
+};
 
 /// Dead-letter reason of an input whose unit Postgres refused for its data, once splitting the
 /// unit has isolated it.
@@ -99,6 +102,7 @@ struct Inner<D: Domain> {
     partitions: Vec<Addr<Partition<D>>>,
     limits: Limits,
     persist_seconds: metrics::Histogram,
+    loads: metrics::Counter,
     /// Keys written by a unit whose commit reported failure. The commit may have landed all the
     /// same (the connection broke while COMMIT was answered), so memory cannot know their
     /// values: they are reloaded from Postgres before the next unit.
@@ -120,6 +124,7 @@ impl<D: Domain> Processor<D> {
         quarantine: Arc<Quarantine>,
     ) -> Self {
         let persist_seconds = metrics::histogram!(PERSIST_SECONDS, "domain" => ctx.name());
+        let loads = metrics::counter!(ENTITY_LOADS_TOTAL, "domain" => ctx.name());
         let limits = Limits {
             max_key_bytes: ctx.runtime.max_key_bytes,
         };
@@ -129,6 +134,7 @@ impl<D: Domain> Processor<D> {
                 partitions,
                 limits,
                 persist_seconds,
+                loads,
                 uncertain: Mutex::default(),
                 quarantine,
                 quarantine_checked: Mutex::new(Instant::now()),
@@ -305,6 +311,8 @@ struct AppliedUnit {
     notifications: Vec<Notification>,
     /// Batch index, key, failure, dead-letter now.
     failed: Vec<(usize, String, Failure, bool)>,
+    /// Batch index and why: inputs whose entity's stored state did not load (now quarantined).
+    unloadable: Vec<(usize, String)>,
 }
 
 impl<D: Domain> Inner<D> {
@@ -574,7 +582,10 @@ impl<D: Domain> Inner<D> {
                     return Ok(());
                 }
                 let indices: Vec<usize> = unit.iter().map(|i| i.index).collect();
-                let applied = self.apply(unit).await?;
+                let mut applied = self.apply(unit).await?;
+                for (index, reason) in applied.unloadable.drain(..) {
+                    out.dead.push((index, UNLOADABLE_STATE, reason));
+                }
                 if applied.applied.is_empty() {
                     self.settle(&applied.involved, true).await;
                     conclude_failures(applied.failed, blocked, out, entries);
@@ -664,6 +675,24 @@ impl<D: Domain> Inner<D> {
                 input: input.meta,
             });
         }
+        // The load stage: keys not in memory come from Postgres first.
+        let mut unloadable = Vec::new();
+        for (p, items) in per_partition.iter_mut().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let keys = items.iter().map(|item| item.key.clone()).collect();
+            let refused = self.ensure_loaded(p, keys).await?;
+            if !refused.is_empty() {
+                items.retain(|item| match refused.get(&item.key) {
+                    Some(reason) => {
+                        unloadable.push((item.index, reason.clone()));
+                        false
+                    }
+                    None => true,
+                });
+            }
+        }
         let involved: Vec<usize> = (0..per_partition.len())
             .filter(|p| !per_partition[*p].is_empty())
             .collect();
@@ -690,6 +719,7 @@ impl<D: Domain> Inner<D> {
             events: Vec::new(),
             notifications: Vec::new(),
             failed: Vec::new(),
+            unloadable,
         };
         for reply in replies {
             unit.writes.extend(reply.writes);
@@ -741,6 +771,61 @@ impl<D: Domain> Inner<D> {
             }
         }
         committed
+    }
+
+    /// Puts the keys partition `p` needs for a unit into memory, loading from Postgres those it
+    /// does not hold (a key with no row is kept as "does not exist"). Returns the keys whose
+    /// stored state does not load, now quarantined, with why. Between units only.
+    async fn ensure_loaded(
+        &self,
+        p: usize,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, String>, ProcessError> {
+        let timeout = self.ctx.runtime.ask_timeout();
+        let missing = ask(&self.partitions[p], Missing { keys }, timeout)
+            .await
+            .map_err(ProcessError::Partition)?;
+        if missing.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let name = self.ctx.name();
+        let rows = within(&self.ctx.db, self.ctx.commit_timeout, async |conn| {
+            entities::load_keys(conn, name, &missing).await
+        })
+        .await?;
+        let mut stored = HashMap::with_capacity(rows.len());
+        let mut unloadable = HashMap::new();
+        for row in rows {
+            match restore_entity::<D>(name, row) {
+                (key, Ok(entity)) => {
+                    stored.insert(key, entity);
+                }
+                (key, Err(e)) => {
+                    let reason = error_chain(&e);
+                    self.quarantine.add(name, &key, reason.clone());
+                    unloadable.insert(key, reason);
+                }
+            }
+        }
+        let loaded: Vec<(String, Option<Entity<D::State>>)> = missing
+            .into_iter()
+            .filter(|key| !unloadable.contains_key(key))
+            .map(|key| {
+                let entity = stored.remove(&key);
+                (key, entity)
+            })
+            .collect();
+        self.loads.increment(loaded.len() as u64);
+        tracing::debug!(
+            domain = name,
+            partition = p,
+            loaded = loaded.len(),
+            "loaded entities on first use"
+        );
+        ask(&self.partitions[p], Refresh { entities: loaded }, timeout)
+            .await
+            .map_err(ProcessError::Partition)?;
+        Ok(unloadable)
     }
 
     /// Reloads the uncertain keys from Postgres into their partitions.
@@ -869,6 +954,13 @@ impl<D: Domain> Inner<D> {
             .await
             .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
         if let Some(reason) = self.quarantine.reason(&msg.key) {
+            return Err(CommandError::Unloadable(reason));
+        }
+        let mut refused = self
+            .ensure_loaded(p, vec![msg.key.clone()])
+            .await
+            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
+        if let Some(reason) = refused.remove(&msg.key) {
             return Err(CommandError::Unloadable(reason));
         }
         if let Some(idempotency) = &msg.idempotency {

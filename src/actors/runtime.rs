@@ -1,5 +1,5 @@
-//! Starting a domain: restore its entities from Postgres into partition actors on their own
-//! arbiters, then start its processor and supervisor (which starts readers and relay).
+//! Starting a domain: partition actors on their own arbiters (empty: entities load on first
+//! use), then its processor and supervisor (which starts readers and relay).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +7,9 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 use tokio::sync::{Notify, broadcast};
 
-use super::ask::ask;
 use super::context::DomainContext;
-use super::handle::DomainHandle;
-use super::partition::{HandlerWatch, Load, Partition, partition_of};
+use super::handle::{DomainHandle, HandleParts};
+use super::partition::{HandlerWatch, Partition, Residency};
 use super::processor::Processor;
 use super::quarantine::Quarantine;
 use super::supervisor::{DomainStatus, DomainSupervisor, Shutdown};
@@ -21,9 +20,7 @@ use crate::faults::Faults;
 use crate::settings::Settings;
 use crate::store::{self, StoreError, entities};
 use crate::streams::RedisClients;
-use crate::telemetry::error_chain;
 
-const LOAD_PAGE: i64 = 5_000;
 const NOTIFICATION_BUFFER: usize = 4_096;
 
 /// A started domain: its handle for HTTP and what is needed to stop it.
@@ -79,34 +76,21 @@ pub async fn start_domain<D: Domain>(
     let db = store::pool::build(&settings.database)?;
 
     let partition_count = runtime.partitions;
-    let mut loaded: Vec<Vec<(String, Entity<D::State>)>> =
-        (0..partition_count).map(|_| Vec::new()).collect();
-    let mut total = 0usize;
+    // Nothing is loaded now: each partition loads a key the first time a unit needs it, so
+    // start-up takes the same time whatever the number of stored entities.
     let quarantine = Arc::new(Quarantine::default());
-    {
-        let mut conn = db.get().await?;
-        let mut after: Option<String> = None;
-        loop {
-            let page =
-                entities::load_page(&mut conn, domain.name(), after.as_deref(), LOAD_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for row in page {
-                match restore_entity::<D>(domain.name(), row) {
-                    (key, Ok(entity)) => {
-                        loaded[partition_of(&key, partition_count)].push((key, entity));
-                        total += 1;
-                    }
-                    // One broken row must not keep the domain from starting.
-                    (key, Err(e)) => quarantine.add(domain.name(), &key, error_chain(&e)),
-                }
-            }
-        }
-    }
+    let residency = Residency {
+        idle: Duration::from_secs(runtime.entity_idle_seconds),
+        capacity: runtime
+            .max_entities_in_memory
+            .div_ceil(partition_count.max(1)),
+    };
     tracing::info!(
         domain = domain.name(),
-        entities = total,
-        "restored entities from postgres"
+        partitions = partition_count,
+        per_partition = residency.capacity,
+        idle_seconds = runtime.entity_idle_seconds,
+        "starting; entities load on first use"
     );
 
     let limits = Limits {
@@ -121,7 +105,7 @@ pub async fn start_domain<D: Domain>(
     let faults = Faults::new(&settings.faults);
     let mut arbiters = Vec::with_capacity(partition_count + 1);
     let mut partitions = Vec::with_capacity(partition_count);
-    for (index, entities) in loaded.into_iter().enumerate() {
+    for index in 0..partition_count {
         let arbiter = Arbiter::new();
         let d = domain.clone();
         let clock = clock.clone();
@@ -131,11 +115,8 @@ pub async fn start_domain<D: Domain>(
             faults: faults.clone(),
         };
         let partition = Partition::start_in_arbiter(&arbiter.handle(), move |_| {
-            Partition::new(d, limits, clock, watch)
+            Partition::new(d, limits, clock, residency, watch)
         });
-        ask(&partition, Load { entities }, runtime.ask_timeout())
-            .await
-            .map_err(|e| StoreError::Pool(format!("partition did not start: {e}")))?;
         partitions.push(partition);
         arbiters.push(arbiter);
     }
@@ -171,14 +152,15 @@ pub async fn start_domain<D: Domain>(
         })
     };
     arbiters.push(home);
-    let handle = DomainHandle::new(
-        domain.name(),
+    let handle = DomainHandle::new(HandleParts {
+        name: domain.name(),
         partitions,
         processor,
-        runtime.ask_timeout(),
+        ask_timeout: runtime.ask_timeout(),
         status,
         notifications,
-    );
+        db: ctx.db.clone(),
+    });
     Ok(RunningDomain {
         handle,
         supervisor,

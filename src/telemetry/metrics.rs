@@ -51,6 +51,12 @@ pub const CONSUMERS_REMOVED_TOTAL: &str = "troupe_consumers_removed_total";
 pub const DEAD_LETTERS_TOTAL: &str = "troupe_dead_letters_total";
 /// Gauge: 1 while the domain runs, 0 once it failed for good, by `domain`.
 pub const DOMAIN_UP: &str = "troupe_domain_up";
+/// Gauge: entities held in memory (including keys known to have no row), by `domain`.
+pub const ENTITIES_IN_MEMORY: &str = "troupe_entities_in_memory";
+/// Counter: entities loaded from Postgres on first use, by `domain`.
+pub const ENTITY_LOADS_TOTAL: &str = "troupe_entity_loads_total";
+/// Counter: entities evicted from memory, by `domain` and `reason` (`idle`, `capacity`).
+pub const ENTITY_EVICTIONS_TOTAL: &str = "troupe_entity_evictions_total";
 
 /// Route label for requests that matched no route, so unknown paths cannot grow the label set.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -161,4 +167,16 @@ fn describe() {
         "Idle consumers without pending entries removed from the domain's groups."
     );
     metrics::describe_gauge!(DOMAIN_UP, "1 while the domain runs, 0 once it has failed.");
+    metrics::describe_gauge!(
+        ENTITIES_IN_MEMORY,
+        "Entities held in memory by the domain's partitions."
+    );
+    metrics::describe_counter!(
+        ENTITY_LOADS_TOTAL,
+        "Entities loaded from Postgres on first use."
+    );
+    metrics::describe_counter!(
+        ENTITY_EVICTIONS_TOTAL,
+        "Entities evicted from memory, by reason (idle, capacity)."
+    );
 }

@@ -17,6 +17,7 @@ mod migrations;
 mod outages;
 mod poison;
 mod relay;
+mod residency;
 mod routing;
 mod stale_state;
 mod supervision;

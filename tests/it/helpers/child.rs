@@ -9,6 +9,8 @@ use super::{Isolation, config_dir};
 /// A `troupe serve` child process over a test's isolated data.
 pub struct ChildService {
     child: Child,
+    /// `http://127.0.0.1:<port>` when started with [`ChildService::serving`].
+    pub address: Option<String>,
 }
 
 impl ChildService {
@@ -42,7 +44,56 @@ impl ChildService {
         }
         Self {
             child: cmd.spawn().expect("troupe starts"),
+            address: None,
         }
+    }
+
+    /// Like [`Self::start`], listening for HTTP on a free port of its own, and waits until the
+    /// service answers `/health/live`: its own `/metrics` are then the process's alone.
+    pub async fn serving(isolation: &Isolation, extra: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+            .to_string();
+        let mut env = extra.to_vec();
+        env.push(("TROUPE__HTTP__PORT", port.as_str()));
+        let mut service = Self::start(isolation, &env);
+        let address = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while client
+            .get(format!("{address}/health/live"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the service answers on {address}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        service.address = Some(address);
+        service
+    }
+
+    /// GET `path` from a service started with [`Self::serving`].
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        let address = self.address.as_deref().expect("started with serving()");
+        reqwest::get(format!("{address}{path}"))
+            .await
+            .expect("the service answers")
+    }
+
+    /// The value of one series of the service's `/metrics`, named with its labels as the
+    /// exposition writes them (`troupe_entities_in_memory{domain="inventory"}`); 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .find_map(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// SIGKILL, and reap.

@@ -92,6 +92,35 @@ pub async fn assert_applied(app: &TestApp, expected: &Expected, inputs: i64) {
     }
 }
 
+/// Waits until `inputs` inputs are applied and nothing is pending, then checks every SKU's row
+/// in Postgres: for a service without an HTTP client at hand (a child process).
+pub async fn assert_stored(iso: &Isolation, expected: &Expected, inputs: i64) {
+    eventually(
+        Duration::from_secs(60),
+        "every entry applied once and acknowledged",
+        || async {
+            iso.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
+                .await
+                == inputs
+                && iso.pending(STREAM, "inventory").await == 0
+        },
+    )
+    .await;
+    for (sku, (on_hand, version)) in &expected.skus {
+        let stored = |column: &str| {
+            format!(
+                "SELECT {column} AS v FROM troupe_entity_state \
+                 WHERE domain = 'inventory' AND key = '{sku}'"
+            )
+        };
+        let found = (
+            iso.sql_i64(&stored("(state->>'on_hand')::int8")).await,
+            iso.sql_i64(&stored("version")).await,
+        );
+        assert_eq!(found, (*on_hand, *version), "{sku}");
+    }
+}
+
 /// Waits until the output stream holds each emitted event exactly once (by count, and by
 /// envelope id: no id twice).
 pub async fn assert_published(app: &Isolation, expected: &Expected) {
