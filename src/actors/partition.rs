@@ -21,7 +21,8 @@ use super::watchdog::Progress;
 use crate::domain::envelope::{span_id, trace_id};
 use crate::domain::keys::Limits;
 use crate::domain::{
-    Clock, Domain, Effects, Entity, Failure, InputMeta, Target, apply_command, apply_event,
+    Clock, Domain, DomainError, Effects, Entity, Failure, InputMeta, Target, apply_command,
+    apply_event,
 };
 use crate::faults::Faults;
 use crate::store::entities::EntityWrite;
@@ -52,6 +53,10 @@ pub struct Partition<D: Domain> {
     entities: HashMap<String, Resident<D::State>>,
     /// Values from before the unit in flight, for keys it changed (`None`: the key was new).
     undo: HashMap<String, Option<Entity<D::State>>>,
+    /// The keys of the unit being prepared or in flight ([`Missing`] names them, [`Settle`]
+    /// releases them): never evicted, so nothing the processor found or loaded leaves memory
+    /// before the unit applies.
+    pinned: HashSet<String>,
     limits: Limits,
     clock: Arc<dyn Clock>,
     residency: Residency,
@@ -130,6 +135,7 @@ impl<D: Domain> Partition<D> {
             domain,
             entities: HashMap::new(),
             undo: HashMap::new(),
+            pinned: HashSet::new(),
             limits,
             clock,
             residency,
@@ -167,15 +173,20 @@ impl<D: Domain> Partition<D> {
         self.keep(key.to_owned(), Some(entity));
     }
 
-    /// Evicts entities unused for `residency.idle`. Only between units: a key with
-    /// uncommitted changes stays.
+    /// Whether `key` may leave memory: not pinned by the unit being prepared, and without
+    /// uncommitted changes.
+    fn evictable(&self, key: &str) -> bool {
+        !self.pinned.contains(key) && !self.undo.contains_key(key)
+    }
+
+    /// Evicts entities unused for `residency.idle`, except the unit's keys.
     fn evict_idle(&mut self) {
-        if !self.undo.is_empty() {
-            return;
-        }
         let idle = self.residency.idle;
         let before = self.entities.len();
-        self.entities.retain(|_, r| r.last_used.elapsed() < idle);
+        let (pinned, undo) = (&self.pinned, &self.undo);
+        self.entities.retain(|key, r| {
+            r.last_used.elapsed() < idle || pinned.contains(key) || undo.contains_key(key)
+        });
         let evicted = before - self.entities.len();
         if evicted > 0 {
             self.in_memory.decrement(evicted as f64);
@@ -189,20 +200,25 @@ impl<D: Domain> Partition<D> {
     }
 
     /// Past `residency.capacity`, evicts the least recently used entities down to nine tenths
-    /// of it. Only between units.
+    /// of it, except the unit's keys (so a unit with more keys than the capacity keeps them
+    /// all until it settles).
     fn evict_over_capacity(&mut self) {
         let capacity = self.residency.capacity;
-        if self.entities.len() <= capacity || !self.undo.is_empty() {
+        if self.entities.len() <= capacity {
             return;
         }
         let keep = capacity - capacity / 10;
         let mut by_use: Vec<(Instant, String)> = self
             .entities
             .iter()
+            .filter(|(key, _)| self.evictable(key))
             .map(|(key, r)| (r.last_used, key.clone()))
             .collect();
-        let evict = by_use.len() - keep;
-        by_use.select_nth_unstable_by_key(evict.saturating_sub(1), |(used, _)| *used);
+        let evict = (self.entities.len() - keep).min(by_use.len());
+        if evict == 0 {
+            return;
+        }
+        by_use.select_nth_unstable_by_key(evict - 1, |(used, _)| *used);
         for (_, key) in by_use.into_iter().take(evict) {
             self.entities.remove(&key);
         }
@@ -319,9 +335,13 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
             let started = Instant::now();
             let new_entity = Entity::default();
             if !self.entities.contains_key(&item.key) {
-                // The processor loads every key before applying: this one would be applied to
-                // a fresh entity, and its write refused by the version guard if a row exists.
-                tracing::warn!(key = %item.key, "applying to a key that was not loaded");
+                // The processor loads (and pins) every key before a unit applies, so this is a
+                // defect; applying to a fresh entity would let the handler decide on the wrong
+                // state. The entry stays pending and the key's later entries wait behind it.
+                tracing::error!(key = %item.key, "key not in memory when its input applies; holding it back");
+                blocked.insert(item.key.clone());
+                reply.outcomes.push((item.index, ItemOutcome::HeldBack));
+                continue;
             }
             let current = self.current(&item.key).unwrap_or(&new_entity);
             let span = handler_span(&item.key, &item.input.traceparent);
@@ -386,6 +406,13 @@ impl<D: Domain> Handler<ApplyCommand<D>> for Partition<D> {
     type Result = actix::MessageResult<ApplyCommand<D>>;
 
     fn handle(&mut self, msg: ApplyCommand<D>, _: &mut Self::Context) -> Self::Result {
+        if !self.entities.contains_key(&msg.key) {
+            // As for events: a defect, never decided on a fresh entity.
+            tracing::error!(key = %msg.key, "key not in memory when its command applies");
+            return actix::MessageResult(Err(Failure::Handler(DomainError::Failed(
+                "entity not loaded".into(),
+            ))));
+        }
         let new_entity = Entity::default();
         let current = self.current(&msg.key).unwrap_or(&new_entity);
         let span = handler_span(&msg.key, &msg.input.traceparent);
@@ -425,17 +452,19 @@ impl<D: Domain> Handler<Settle> for Partition<D> {
     fn handle(&mut self, msg: Settle, _: &mut Self::Context) {
         if msg.committed {
             self.undo.clear();
-            self.evict_over_capacity();
         } else {
             let undo: Vec<_> = self.undo.drain().collect();
             for (key, before) in undo {
                 self.keep(key, before);
             }
         }
+        self.pinned.clear();
+        self.evict_over_capacity();
     }
 }
 
-/// Which of `keys` are not in memory: the processor loads those before a unit applies.
+/// Which of `keys` are not in memory: the processor loads those before a unit applies. All of
+/// `keys` are pinned until the unit settles (or the next unit is prepared).
 pub struct Missing {
     /// Keys the unit needs.
     pub keys: Vec<String>,
@@ -449,12 +478,14 @@ impl<D: Domain> Handler<Missing> for Partition<D> {
     type Result = actix::MessageResult<Missing>;
 
     fn handle(&mut self, msg: Missing, _: &mut Self::Context) -> Self::Result {
-        let mut seen = HashSet::with_capacity(msg.keys.len());
-        let missing = msg
-            .keys
-            .into_iter()
-            .filter(|key| !self.entities.contains_key(key) && seen.insert(key.clone()))
-            .collect();
+        self.pinned.clear();
+        let mut missing = Vec::new();
+        for key in msg.keys {
+            if !self.entities.contains_key(&key) && !self.pinned.contains(&key) {
+                missing.push(key.clone());
+            }
+            self.pinned.insert(key);
+        }
         actix::MessageResult(missing)
     }
 }
@@ -479,6 +510,7 @@ impl<D: Domain> Handler<Refresh<D::State>> for Partition<D> {
         for (key, entity) in msg.entities {
             self.keep(key, entity);
         }
+        self.evict_over_capacity();
     }
 }
 
@@ -586,15 +618,41 @@ mod tests {
         p.keep("B".into(), None);
         // A unit in flight changed A: neither eviction may run before it settles.
         p.install("A", Entity::default());
-        p.evict_over_capacity();
         p.evict_idle();
-        assert_eq!(p.entities.len(), 2, "nothing leaves memory mid-unit");
+        assert!(
+            p.entities.contains_key("A"),
+            "a key with uncommitted changes stays"
+        );
+        assert!(!p.entities.contains_key("B"), "an idle one goes");
 
         p.undo.clear(); // committed
-        p.evict_over_capacity();
-        assert_eq!(p.entities.len(), 1, "back to the capacity");
         p.evict_idle();
         assert!(p.entities.is_empty(), "idle for longer than zero");
+    }
+
+    #[test]
+    fn the_keys_of_the_unit_being_prepared_are_never_evicted() {
+        let mut p = partition(Residency {
+            idle: Duration::ZERO,
+            capacity: 1,
+        });
+        p.keep("A".into(), None);
+        p.keep("B".into(), None);
+        p.keep("C".into(), None);
+        // The processor asks which of A, B, D are missing (D), and loads it meanwhile.
+        let mut ctx = actix::Context::new();
+        let keys = ["A", "B", "D"].map(String::from).to_vec();
+        let missing = Handler::<Missing>::handle(&mut p, Missing { keys }, &mut ctx).0;
+        assert_eq!(missing, ["D"]);
+        p.evict_idle();
+        p.evict_over_capacity();
+        let mut kept: Vec<&String> = p.entities.keys().collect();
+        kept.sort();
+        assert_eq!(kept, ["A", "B"], "only C, not pinned, may go");
+        // Once the unit settles, its keys may go too.
+        Handler::<Settle>::handle(&mut p, Settle { committed: true }, &mut ctx);
+        p.evict_idle();
+        assert!(p.entities.is_empty());
     }
 
     #[test]
