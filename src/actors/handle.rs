@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 
 use super::ask::{AskError, ask};
 use super::partition::{Get, Lookup, Partition, partition_of};
@@ -57,6 +57,15 @@ pub enum DomainUnavailable {
     },
 }
 
+/// A keyset page of committed entities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityPage<S> {
+    /// The entities, in key order.
+    pub entities: Vec<(String, Entity<S>)>,
+    /// Where the next page starts (`after=`), if there may be one.
+    pub next_after: Option<String>,
+}
+
 /// A cloneable handle on a running domain.
 pub struct DomainHandle<D: Domain> {
     name: &'static str,
@@ -66,6 +75,9 @@ pub struct DomainHandle<D: Domain> {
     status: Arc<DomainStatus>,
     notifications: broadcast::Sender<Notification>,
     db: DbPool,
+    /// Bounds the HTTP reads of stored state running at once, so that a burst of them cannot
+    /// take the connections the domain's commits need.
+    reads: Arc<Semaphore>,
 }
 
 impl<D: Domain> Clone for DomainHandle<D> {
@@ -78,6 +90,7 @@ impl<D: Domain> Clone for DomainHandle<D> {
             status: self.status.clone(),
             notifications: self.notifications.clone(),
             db: self.db.clone(),
+            reads: self.reads.clone(),
         }
     }
 }
@@ -91,6 +104,8 @@ pub(crate) struct HandleParts<D: Domain> {
     pub status: Arc<DomainStatus>,
     pub notifications: broadcast::Sender<Notification>,
     pub db: DbPool,
+    /// HTTP reads of stored state allowed at once.
+    pub concurrent_reads: usize,
 }
 
 impl<D: Domain> DomainHandle<D> {
@@ -103,7 +118,29 @@ impl<D: Domain> DomainHandle<D> {
             status: parts.status,
             notifications: parts.notifications,
             db: parts.db,
+            reads: Arc::new(Semaphore::new(parts.concurrent_reads.max(1))),
         }
+    }
+
+    /// Runs a read of stored state on a pooled connection within the ask timeout, once one of
+    /// the handle's read permits is free (waiting for it counts towards the timeout).
+    async fn read<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut diesel_async::AsyncPgConnection) -> Result<T, StoreError>,
+    ) -> Result<T, DomainUnavailable> {
+        let unavailable = |source| DomainUnavailable::Store {
+            domain: self.name,
+            source,
+        };
+        let started = std::time::Instant::now();
+        let permit = tokio::time::timeout(self.ask_timeout, self.reads.acquire())
+            .await
+            .map_err(|_| unavailable(StoreError::Timeout(self.ask_timeout)))?
+            .map_err(|_| unavailable(StoreError::Pool("reads closed".into())))?;
+        let left = self.ask_timeout.saturating_sub(started.elapsed());
+        let result = within(&self.db, left, work).await.map_err(unavailable);
+        drop(permit);
+        result
     }
 
     /// The domain's name.
@@ -157,14 +194,9 @@ impl<D: Domain> DomainHandle<D> {
         // partition: only the processor puts keys there, between units.
         let name = self.name;
         let keys = [key.to_owned()];
-        let rows = within(&self.db, self.ask_timeout, async |conn| {
-            entities::load_keys(conn, name, &keys).await
-        })
-        .await
-        .map_err(|source| DomainUnavailable::Store {
-            domain: name,
-            source,
-        })?;
+        let rows = self
+            .read(async |conn| entities::load_keys(conn, name, &keys).await)
+            .await?;
         match rows
             .into_iter()
             .next()
@@ -180,23 +212,23 @@ impl<D: Domain> DomainHandle<D> {
     }
 
     /// Up to `limit` committed entities with keys after `after`, in key order: a keyset page of
-    /// what Postgres holds. A row whose state does not load is left out (and logged).
+    /// what Postgres holds. A row whose state does not load is left out (and logged), and the
+    /// page's cursor still moves past it.
     pub async fn list(
         &self,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Entity<D::State>)>, DomainUnavailable> {
+    ) -> Result<EntityPage<D::State>, DomainUnavailable> {
         let name = self.name;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = within(&self.db, self.ask_timeout, async |conn| {
-            entities::load_page(conn, name, after, limit).await
-        })
-        .await
-        .map_err(|source| DomainUnavailable::Store {
-            domain: name,
-            source,
-        })?;
-        let page = rows
+        let rows = self
+            .read(async |conn| entities::load_page(conn, name, after, limit).await)
+            .await?;
+        // A full page may have more after it: its last key, loadable or not, is the cursor.
+        let next_after = (rows.len() as i64 == limit)
+            .then(|| rows.last().map(|row| row.key.clone()))
+            .flatten();
+        let entities = rows
             .into_iter()
             .filter_map(|row| match restore_entity::<D>(name, row) {
                 (key, Ok(entity)) => Some((key, entity)),
@@ -206,7 +238,10 @@ impl<D: Domain> DomainHandle<D> {
                 }
             })
             .collect();
-        Ok(page)
+        Ok(EntityPage {
+            entities,
+            next_after,
+        })
     }
 
     /// Executes `command` on `key`; replies once its effects are committed. With

@@ -85,7 +85,8 @@ fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
     })
 }
 
-/// `GET /api/v1/inventory/{sku}`: stock of one SKU, from memory.
+/// `GET /api/v1/inventory/{sku}`: the committed stock of one SKU, from memory when the SKU is
+/// there, else from Postgres (a read loads nothing into memory).
 #[utoipa::path(
     get,
     path = "/api/v1/inventory/{sku}",
@@ -95,7 +96,7 @@ fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
         (status = 200, description = "Stock of the SKU", body = StockView),
         (status = 400, description = "The SKU is not a valid key (`invalid_key`: empty, over `runtime.max_key_bytes`, or holding a control character)", body = ErrorBody),
         (status = 404, description = "No input ever touched this SKU", body = ErrorBody),
-        (status = 503, description = "The inventory domain is not running (`domain_unavailable`), or this SKU's stored state cannot be loaded (`entity_unavailable`)", body = ErrorBody),
+        (status = 503, description = "The inventory domain is not running or Postgres did not answer (`domain_unavailable`), or this SKU's stored state cannot be loaded (`entity_unavailable`)", body = ErrorBody),
     )
 )]
 #[get("/api/v1/inventory/{sku}")]
@@ -121,8 +122,9 @@ pub async fn get_stock(
     tag = "inventory",
     params(PageQuery),
     responses(
-        (status = 200, description = "A page of SKUs in key order", body = StockPage),
+        (status = 200, description = "A page of SKUs in key order, from the committed state in Postgres", body = StockPage),
         (status = 400, description = "Bad limit or query", body = ErrorBody),
+        (status = 503, description = "Postgres did not answer (`domain_unavailable`): retry later", body = ErrorBody),
     )
 )]
 #[get("/api/v1/inventory")]
@@ -140,12 +142,9 @@ pub async fn list_stock(
     let page = inventory(&state)?
         .list(query.after.as_deref(), limit)
         .await?;
-    let next_after = if page.len() == limit {
-        page.last().map(|(k, _)| k.clone())
-    } else {
-        None
-    };
+    let next_after = page.next_after;
     let items = page
+        .entities
         .into_iter()
         .map(|(sku, e)| StockView::from_entity(sku, &e))
         .collect();

@@ -143,3 +143,38 @@ async fn past_the_cap_the_least_recently_used_leave_memory_and_totals_stay_exact
     );
     child.kill().await;
 }
+
+#[actix_web::test]
+async fn pages_move_past_a_stored_state_that_does_not_load() {
+    let app = crate::helpers::spawn_app().await;
+    let inserted = app
+        .sql_i64(
+            "WITH i AS (INSERT INTO troupe_entity_state (domain, key, state, version) VALUES \
+             ('inventory', 'P-1', '{\"on_hand\": 1, \"reserved\": 0}', 1), \
+             ('inventory', 'P-2', '{\"on_hand\": \"broken\"}', 1), \
+             ('inventory', 'P-3', '{\"on_hand\": 3, \"reserved\": 0}', 1) RETURNING 1) \
+             SELECT count(*)::int8 AS v FROM i",
+        )
+        .await;
+    assert_eq!(inserted, 3);
+    let page = |after: &str| {
+        let path = format!("/api/v1/inventory?limit=1{after}");
+        let app = &app;
+        async move {
+            let res = app.get(&path).await;
+            assert_eq!(res.status(), 200, "{path}");
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let first = page("").await;
+    assert_eq!(first["items"][0]["sku"], "P-1");
+    let second = page("&after=P-1").await;
+    assert_eq!(
+        second["items"],
+        serde_json::json!([]),
+        "the broken row is left out"
+    );
+    assert_eq!(second["next_after"], "P-2", "but the cursor moves past it");
+    let third = page("&after=P-2").await;
+    assert_eq!(third["items"][0]["sku"], "P-3");
+}
