@@ -434,14 +434,24 @@ impl Settings {
             }
         }
         // Each domain's pool serves its partitions' concurrent commits, the relay's own session
-        // and the stats loop at once.
-        let needed = self.runtime.partitions.saturating_add(2);
+        // and the stats loop at once, and at least one HTTP read of stored state beside them.
+        let needed = self.runtime.partitions.saturating_add(3);
         if self.database.pool_max_size < needed {
             return invalid(
                 "database.pool_max_size",
                 format!(
-                    "must be at least runtime.partitions + 2 ({needed}): a domain commits each \
-                     partition's share at once and its relay keeps a connection"
+                    "must be at least runtime.partitions + 3 ({needed}): a domain commits each \
+                     partition's share at once, its relay keeps a connection, and HTTP reads \
+                     need one"
+                ),
+            );
+        }
+        if self.runtime.max_entities_in_memory < self.runtime.partitions {
+            return invalid(
+                "runtime.max_entities_in_memory",
+                format!(
+                    "must be at least runtime.partitions ({}): each partition holds its share",
+                    self.runtime.partitions
                 ),
             );
         }
@@ -666,11 +676,15 @@ mod tests {
 
     #[test]
     fn a_pool_too_small_for_the_partitions_is_refused() {
-        let err = load(&[("TROUPE__DATABASE__POOL_MAX_SIZE", "3")])
+        let err = load(&[("TROUPE__DATABASE__POOL_MAX_SIZE", "4")])
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("database.pool_max_size:"), "{err}");
-        assert!(load(&[("TROUPE__DATABASE__POOL_MAX_SIZE", "4")]).is_ok());
+        assert!(load(&[("TROUPE__DATABASE__POOL_MAX_SIZE", "5")]).is_ok());
+        let err = load(&[("TROUPE__RUNTIME__MAX_ENTITIES_IN_MEMORY", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("runtime.max_entities_in_memory:"), "{err}");
     }
 
     #[test]

@@ -160,6 +160,11 @@ pub async fn start_domain<D: Domain>(
         status,
         notifications,
         db: ctx.db.clone(),
+        // What the commits (one per partition), the relay and the stats loop leave of the pool.
+        concurrent_reads: settings
+            .database
+            .pool_max_size
+            .saturating_sub(partition_count + 2),
     });
     Ok(RunningDomain {
         handle,
