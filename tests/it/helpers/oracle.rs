@@ -53,6 +53,21 @@ pub async fn write(app: &Isolation, batch: &[(String, String, i64)]) {
     app.write_adjustments(&list).await;
 }
 
+/// Waits until `inputs` inputs are applied (the versions add up to it) and nothing is pending.
+async fn wait_applied(iso: &Isolation, inputs: i64) {
+    eventually(
+        Duration::from_secs(60),
+        "every entry applied once and acknowledged",
+        || async {
+            iso.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
+                .await
+                == inputs
+                && iso.pending(STREAM, "inventory").await == 0
+        },
+    )
+    .await;
+}
+
 /// Waits until `inputs` inputs are applied and nothing is pending, then checks every SKU and
 /// that the output stream holds each emitted event exactly once.
 pub async fn assert_totals(app: &TestApp, expected: &Expected, inputs: i64) {
@@ -63,17 +78,7 @@ pub async fn assert_totals(app: &TestApp, expected: &Expected, inputs: i64) {
 /// Waits until `inputs` inputs are applied and nothing is pending, then checks every SKU's
 /// stock and version.
 pub async fn assert_applied(app: &TestApp, expected: &Expected, inputs: i64) {
-    eventually(
-        Duration::from_secs(60),
-        "every entry applied once and acknowledged",
-        || async {
-            app.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
-                .await
-                == inputs
-                && app.pending(STREAM, "inventory").await == 0
-        },
-    )
-    .await;
+    wait_applied(app, inputs).await;
     for (sku, (on_hand, version)) in &expected.skus {
         let body: serde_json::Value = app
             .get(&format!("/api/v1/inventory/{sku}"))
@@ -95,17 +100,7 @@ pub async fn assert_applied(app: &TestApp, expected: &Expected, inputs: i64) {
 /// Waits until `inputs` inputs are applied and nothing is pending, then checks every SKU's row
 /// in Postgres: for a service without an HTTP client at hand (a child process).
 pub async fn assert_stored(iso: &Isolation, expected: &Expected, inputs: i64) {
-    eventually(
-        Duration::from_secs(60),
-        "every entry applied once and acknowledged",
-        || async {
-            iso.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
-                .await
-                == inputs
-                && iso.pending(STREAM, "inventory").await == 0
-        },
-    )
-    .await;
+    wait_applied(iso, inputs).await;
     for (sku, (on_hand, version)) in &expected.skus {
         let stored = |column: &str| {
             format!(
