@@ -581,10 +581,15 @@ impl<D: Domain> Inner<D> {
                 if unit.is_empty() {
                     return Ok(());
                 }
-                let indices: Vec<usize> = unit.iter().map(|i| i.index).collect();
+                let mut indices: Vec<usize> = unit.iter().map(|i| i.index).collect();
                 let mut applied = self.apply(unit).await?;
-                for (index, reason) in applied.unloadable.drain(..) {
-                    out.dead.push((index, UNLOADABLE_STATE, reason));
+                if !applied.unloadable.is_empty() {
+                    // Dead-lettered now: not part of a redo or a split of this unit.
+                    let gone: HashSet<usize> = applied.unloadable.iter().map(|(i, _)| *i).collect();
+                    indices.retain(|index| !gone.contains(index));
+                    for (index, reason) in applied.unloadable.drain(..) {
+                        out.dead.push((index, UNLOADABLE_STATE, reason));
+                    }
                 }
                 if applied.applied.is_empty() {
                     self.settle(&applied.involved, true).await;
