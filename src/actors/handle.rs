@@ -1,5 +1,5 @@
 //! [`DomainHandle`]: how the HTTP layer talks to a running domain — reads of one entity from
-//! its partition's committed state (or from Postgres when it is not in memory), pages of
+//! its partition's committed view (or from Postgres when it is not in memory), pages of
 //! entities from Postgres, commands through the processor.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use actix::Addr;
 use tokio::sync::{Semaphore, broadcast};
 
 use super::ask::{AskError, ask};
-use super::partition::{Get, Lookup, Partition, partition_of};
+use super::partition::{CommittedView, partition_of};
 use super::processor::{CommandError, Committed, ExecuteCommand, Idempotency, Processor};
 use super::runtime::restore_entity;
 use super::supervisor::DomainStatus;
@@ -69,7 +69,8 @@ pub struct EntityPage<S> {
 /// A cloneable handle on a running domain.
 pub struct DomainHandle<D: Domain> {
     name: &'static str,
-    partitions: Arc<Vec<Addr<Partition<D>>>>,
+    /// Each partition's committed entities, read without a round trip to its thread.
+    views: Arc<Vec<Arc<CommittedView<D::State>>>>,
     processor: Addr<Processor<D>>,
     ask_timeout: Duration,
     status: Arc<DomainStatus>,
@@ -84,7 +85,7 @@ impl<D: Domain> Clone for DomainHandle<D> {
     fn clone(&self) -> Self {
         Self {
             name: self.name,
-            partitions: self.partitions.clone(),
+            views: self.views.clone(),
             processor: self.processor.clone(),
             ask_timeout: self.ask_timeout,
             status: self.status.clone(),
@@ -98,7 +99,7 @@ impl<D: Domain> Clone for DomainHandle<D> {
 /// What the handle is built from.
 pub(crate) struct HandleParts<D: Domain> {
     pub name: &'static str,
-    pub partitions: Vec<Addr<Partition<D>>>,
+    pub views: Vec<Arc<CommittedView<D::State>>>,
     pub processor: Addr<Processor<D>>,
     pub ask_timeout: Duration,
     pub status: Arc<DomainStatus>,
@@ -112,7 +113,7 @@ impl<D: Domain> DomainHandle<D> {
     pub(crate) fn new(parts: HandleParts<D>) -> Self {
         Self {
             name: parts.name,
-            partitions: Arc::new(parts.partitions),
+            views: Arc::new(parts.views),
             processor: parts.processor,
             ask_timeout: parts.ask_timeout,
             status: parts.status,
@@ -168,13 +169,6 @@ impl<D: Domain> DomainHandle<D> {
         self.notifications.subscribe()
     }
 
-    fn no_answer(&self, e: AskError) -> DomainUnavailable {
-        DomainUnavailable::NoAnswer {
-            domain: self.name,
-            source: e,
-        }
-    }
-
     /// The committed entity of `key`, if it exists.
     pub async fn get(&self, key: &str) -> Result<Option<Entity<D::State>>, DomainUnavailable> {
         if self.status.is_quarantined(key) {
@@ -183,12 +177,9 @@ impl<D: Domain> DomainHandle<D> {
                 key: key.to_owned(),
             });
         }
-        let partition = &self.partitions[partition_of(key, self.partitions.len())];
-        let lookup = ask(partition, Get::new(key.to_owned()), self.ask_timeout)
-            .await
-            .map_err(|e| self.no_answer(e))?;
-        if let Lookup::InMemory(entity) = lookup {
-            return Ok(entity);
+        let view = &self.views[partition_of(key, self.views.len())];
+        if let Some(entity) = view.get(key) {
+            return Ok(entity.map(|e| Entity::clone(&e)));
         }
         // Not in memory: its committed value is the row in Postgres. Read, not loaded into the
         // partition: only the processor puts keys there, between units.

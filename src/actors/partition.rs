@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Message};
@@ -52,7 +52,9 @@ pub struct Partition<D: Domain> {
     /// The keys in memory.
     entities: HashMap<String, Resident<D::State>>,
     /// Values from before the unit in flight, for keys it changed (`None`: the key was new).
-    undo: HashMap<String, Option<Entity<D::State>>>,
+    undo: HashMap<String, Option<Arc<Entity<D::State>>>>,
+    /// The committed values of the keys in memory, for reads from other threads.
+    view: Arc<CommittedView<D::State>>,
     /// The keys of the unit being prepared or in flight ([`Missing`] names them, [`Settle`]
     /// releases them): never evicted, so nothing the processor found or loaded leaves memory
     /// before the unit applies.
@@ -67,12 +69,66 @@ pub struct Partition<D: Domain> {
     watch: HandlerWatch,
 }
 
+/// A key's value as memory holds it: shared between the partition and its view (`None`: no row).
+type Shared<S> = Option<Arc<Entity<S>>>;
+
 /// A key in memory.
 struct Resident<S> {
-    /// Its value; `None`: Postgres has no row for it (a key not used yet).
-    entity: Option<Entity<S>>,
-    /// When an input or a read last used it.
+    /// Its value; `None`: Postgres has no row for it (a key not used yet). Shared with the
+    /// [`CommittedView`] once committed, so a value is held once.
+    entity: Option<Arc<Entity<S>>>,
+    /// When a unit last needed it (reads do not count: they go to the view).
     last_used: Instant,
+}
+
+/// The committed values of the keys a partition holds in memory, readable from any thread: a
+/// GET answers from here without a round trip to the partition's thread. The partition writes
+/// it when a unit settles committed, when keys are loaded, and when it evicts; a value written
+/// by a unit in flight is not here until its commit settles.
+pub struct CommittedView<S> {
+    entities: RwLock<HashMap<String, Option<Arc<Entity<S>>>>>,
+}
+
+impl<S> Default for CommittedView<S> {
+    fn default() -> Self {
+        Self {
+            entities: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S> CommittedView<S> {
+    /// `Some(value)` when the key is in memory (`value` `None`: it does not exist); `None`
+    /// when it is not, and Postgres has the answer.
+    pub fn get(&self, key: &str) -> Option<Option<Arc<Entity<S>>>> {
+        let entities = self.entities.read().unwrap_or_else(PoisonError::into_inner);
+        entities.get(key).cloned()
+    }
+
+    fn set(&self, values: impl IntoIterator<Item = (String, Option<Arc<Entity<S>>>)>) {
+        let mut entities = self
+            .entities
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        entities.extend(values);
+    }
+
+    fn remove<'a>(&self, keys: impl IntoIterator<Item = &'a String>) {
+        let mut entities = self
+            .entities
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            entities.remove(key);
+        }
+    }
+
+    fn clear(&self) {
+        self.entities
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
 }
 
 /// How many entities a partition keeps in memory, and for how long.
@@ -124,6 +180,7 @@ impl<D: Domain> Partition<D> {
         limits: Limits,
         clock: Arc<dyn Clock>,
         residency: Residency,
+        view: Arc<CommittedView<D::State>>,
         watch: HandlerWatch,
     ) -> Self {
         let name = domain.name();
@@ -135,6 +192,7 @@ impl<D: Domain> Partition<D> {
             domain,
             entities: HashMap::new(),
             undo: HashMap::new(),
+            view,
             pinned: HashSet::new(),
             limits,
             clock,
@@ -145,18 +203,23 @@ impl<D: Domain> Partition<D> {
 
     /// The current (possibly uncommitted) value of a key in memory.
     fn current(&self, key: &str) -> Option<&Entity<D::State>> {
-        self.entities.get(key).and_then(|r| r.entity.as_ref())
+        self.entities.get(key).and_then(|r| r.entity.as_deref())
     }
 
     fn committed(&self, key: &str) -> Option<&Entity<D::State>> {
         match self.undo.get(key) {
-            Some(before) => before.as_ref(),
+            Some(before) => before.as_deref(),
             None => self.current(key),
         }
     }
 
-    /// Puts `entity` (`None`: no row) in memory as `key`'s value.
-    fn keep(&mut self, key: String, entity: Option<Entity<D::State>>) {
+    fn current_shared(&self, key: &str) -> Option<Arc<Entity<D::State>>> {
+        self.entities.get(key).and_then(|r| r.entity.clone())
+    }
+
+    /// Puts `entity` (`None`: no row) in memory as `key`'s value (not in the view: the caller
+    /// knows whether it is committed).
+    fn keep(&mut self, key: String, entity: Option<Arc<Entity<D::State>>>) {
         let resident = Resident {
             entity,
             last_used: Instant::now(),
@@ -168,9 +231,9 @@ impl<D: Domain> Partition<D> {
 
     fn install(&mut self, key: &str, entity: Entity<D::State>) {
         if !self.undo.contains_key(key) {
-            self.undo.insert(key.to_owned(), self.current(key).cloned());
+            self.undo.insert(key.to_owned(), self.current_shared(key));
         }
-        self.keep(key.to_owned(), Some(entity));
+        self.keep(key.to_owned(), Some(Arc::new(entity)));
     }
 
     /// Whether `key` may leave memory: not pinned by the unit being prepared, and without
@@ -182,12 +245,17 @@ impl<D: Domain> Partition<D> {
     /// Evicts entities unused for `residency.idle`, except the unit's keys.
     fn evict_idle(&mut self) {
         let idle = self.residency.idle;
-        let before = self.entities.len();
-        let (pinned, undo) = (&self.pinned, &self.undo);
-        self.entities.retain(|key, r| {
-            r.last_used.elapsed() < idle || pinned.contains(key) || undo.contains_key(key)
-        });
-        let evicted = before - self.entities.len();
+        let gone: Vec<String> = self
+            .entities
+            .iter()
+            .filter(|(key, r)| r.last_used.elapsed() >= idle && self.evictable(key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        self.view.remove(&gone);
+        for key in &gone {
+            self.entities.remove(key);
+        }
+        let evicted = gone.len();
         if evicted > 0 {
             self.in_memory.decrement(evicted as f64);
             self.evicted_idle.increment(evicted as u64);
@@ -219,7 +287,9 @@ impl<D: Domain> Partition<D> {
             return;
         }
         by_use.select_nth_unstable_by_key(evict - 1, |(used, _)| *used);
-        for (_, key) in by_use.into_iter().take(evict) {
+        by_use.truncate(evict);
+        self.view.remove(by_use.iter().map(|(_, key)| key));
+        for (_, key) in by_use {
             self.entities.remove(&key);
         }
         self.in_memory.decrement(evict as f64);
@@ -259,6 +329,7 @@ impl<D: Domain> Actor for Partition<D> {
     fn stopped(&mut self, _: &mut Self::Context) {
         // A restarted domain starts with empty partitions.
         self.in_memory.decrement(self.entities.len() as f64);
+        self.view.clear();
     }
 }
 
@@ -451,7 +522,15 @@ impl<D: Domain> Handler<Settle> for Partition<D> {
 
     fn handle(&mut self, msg: Settle, _: &mut Self::Context) {
         if msg.committed {
-            self.undo.clear();
+            let changed: Vec<String> = self.undo.drain().map(|(key, _)| key).collect();
+            let committed: Vec<(String, Shared<D::State>)> = changed
+                .into_iter()
+                .map(|key| {
+                    let value = self.current_shared(&key);
+                    (key, value)
+                })
+                .collect();
+            self.view.set(committed);
         } else {
             let undo: Vec<_> = self.undo.drain().collect();
             for (key, before) in undo {
@@ -507,52 +586,16 @@ impl<D: Domain> Handler<Refresh<D::State>> for Partition<D> {
 
     fn handle(&mut self, msg: Refresh<D::State>, _: &mut Self::Context) {
         self.undo.clear();
-        for (key, entity) in msg.entities {
-            self.keep(key, entity);
+        let stored: Vec<(String, Shared<D::State>)> = msg
+            .entities
+            .into_iter()
+            .map(|(key, entity)| (key, entity.map(Arc::new)))
+            .collect();
+        for (key, entity) in &stored {
+            self.keep(key.clone(), entity.clone());
         }
+        self.view.set(stored);
         self.evict_over_capacity();
-    }
-}
-
-/// What a partition knows of a key it was asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup<S> {
-    /// In memory: its committed value (`None`: it does not exist).
-    InMemory(Option<Entity<S>>),
-    /// Not in memory: ask Postgres.
-    NotInMemory,
-}
-
-/// The committed entity of a key.
-pub struct Get<S> {
-    /// Entity key.
-    pub key: String,
-    _state: std::marker::PhantomData<fn() -> S>,
-}
-
-impl<S> Get<S> {
-    /// Asks for `key`.
-    pub fn new(key: String) -> Self {
-        Self {
-            key,
-            _state: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<S: Send + 'static> Message for Get<S> {
-    type Result = Lookup<S>;
-}
-
-impl<D: Domain> Handler<Get<D::State>> for Partition<D> {
-    type Result = actix::MessageResult<Get<D::State>>;
-
-    fn handle(&mut self, msg: Get<D::State>, _: &mut Self::Context) -> Self::Result {
-        let Some(resident) = self.entities.get_mut(&msg.key) else {
-            return actix::MessageResult(Lookup::NotInMemory);
-        };
-        resident.last_used = Instant::now();
-        actix::MessageResult(Lookup::InMemory(self.committed(&msg.key).cloned()))
     }
 }
 
@@ -605,7 +648,15 @@ mod tests {
             faults: Faults::new(&crate::settings::FaultSettings::default()),
         };
         let clock = Arc::new(crate::domain::SystemClock);
-        Partition::new(Arc::new(Chatty), Limits::default(), clock, residency, watch)
+        let view = Arc::new(CommittedView::default());
+        Partition::new(
+            Arc::new(Chatty),
+            Limits::default(),
+            clock,
+            residency,
+            view,
+            watch,
+        )
     }
 
     #[test]
@@ -653,6 +704,46 @@ mod tests {
         Handler::<Settle>::handle(&mut p, Settle { committed: true }, &mut ctx);
         p.evict_idle();
         assert!(p.entities.is_empty());
+    }
+
+    #[test]
+    fn the_view_shows_committed_values_only() {
+        let mut p = partition(Residency {
+            idle: Duration::ZERO,
+            capacity: 10,
+        });
+        let mut ctx = actix::Context::new();
+        let entity = |version| Entity {
+            state: Seen,
+            version,
+        };
+        let version = |p: &Partition<Chatty>| p.view.get("A").map(|e| e.map(|e| e.version));
+        assert_eq!(version(&p), None, "not in memory");
+        let refresh = Refresh {
+            entities: vec![("A".to_owned(), Some(entity(1))), ("B".to_owned(), None)],
+        };
+        Handler::<Refresh<Seen>>::handle(&mut p, refresh, &mut ctx);
+        assert_eq!(version(&p), Some(Some(1)), "loaded: committed");
+        assert_eq!(
+            p.view.get("B").map(|e| e.is_none()),
+            Some(true),
+            "known not to exist"
+        );
+
+        p.install("A", entity(2));
+        assert_eq!(
+            version(&p),
+            Some(Some(1)),
+            "a unit in flight is not visible"
+        );
+        Handler::<Settle>::handle(&mut p, Settle { committed: false }, &mut ctx);
+        assert_eq!(version(&p), Some(Some(1)), "undone");
+        p.install("A", entity(2));
+        Handler::<Settle>::handle(&mut p, Settle { committed: true }, &mut ctx);
+        assert_eq!(version(&p), Some(Some(2)), "committed");
+
+        p.evict_idle();
+        assert_eq!(version(&p), None, "evicted from the view too");
     }
 
     #[test]

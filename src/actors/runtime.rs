@@ -9,7 +9,7 @@ use tokio::sync::{Notify, broadcast};
 
 use super::context::DomainContext;
 use super::handle::{DomainHandle, HandleParts};
-use super::partition::{HandlerWatch, Partition, Residency};
+use super::partition::{CommittedView, HandlerWatch, Partition, Residency};
 use super::processor::Processor;
 use super::quarantine::Quarantine;
 use super::supervisor::{DomainStatus, DomainSupervisor, Shutdown};
@@ -105,17 +105,20 @@ pub async fn start_domain<D: Domain>(
     let faults = Faults::new(&settings.faults);
     let mut arbiters = Vec::with_capacity(partition_count + 1);
     let mut partitions = Vec::with_capacity(partition_count);
+    let mut views = Vec::with_capacity(partition_count);
     for index in 0..partition_count {
         let arbiter = Arbiter::new();
         let d = domain.clone();
         let clock = clock.clone();
+        let partition_view = Arc::new(CommittedView::default());
+        views.push(partition_view.clone());
         let watch = HandlerWatch {
             progress: progress.clone(),
             partition: index,
             faults: faults.clone(),
         };
         let partition = Partition::start_in_arbiter(&arbiter.handle(), move |_| {
-            Partition::new(d, limits, clock, residency, watch)
+            Partition::new(d, limits, clock, residency, partition_view, watch)
         });
         partitions.push(partition);
         arbiters.push(arbiter);
@@ -154,7 +157,7 @@ pub async fn start_domain<D: Domain>(
     arbiters.push(home);
     let handle = DomainHandle::new(HandleParts {
         name: domain.name(),
-        partitions,
+        views,
         processor,
         ask_timeout: runtime.ask_timeout(),
         status,

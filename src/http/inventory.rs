@@ -85,8 +85,8 @@ fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
     })
 }
 
-/// `GET /api/v1/inventory/{sku}`: the committed stock of one SKU, from memory when the SKU is
-/// there, else from Postgres (a read loads nothing into memory).
+/// `GET /api/v1/inventory/{sku}`: the committed stock of one SKU, from its partition's
+/// committed view when the SKU is in memory, else from Postgres (a read loads nothing).
 #[utoipa::path(
     get,
     path = "/api/v1/inventory/{sku}",
