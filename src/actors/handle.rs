@@ -37,15 +37,6 @@ pub enum DomainUnavailable {
         /// Entity key.
         key: String,
     },
-    /// An actor did not answer in time or is gone.
-    #[error("domain {domain} did not answer")]
-    NoAnswer {
-        /// Domain name.
-        domain: &'static str,
-        /// Why.
-        #[source]
-        source: AskError,
-    },
     /// Postgres did not answer a read of committed state.
     #[error("domain {domain} could not read its stored state")]
     Store {
