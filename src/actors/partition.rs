@@ -52,7 +52,7 @@ pub struct Partition<D: Domain> {
     /// The keys in memory.
     entities: HashMap<String, Resident<D::State>>,
     /// Values from before the unit in flight, for keys it changed (`None`: the key was new).
-    undo: HashMap<String, Option<Arc<Entity<D::State>>>>,
+    undo: HashMap<String, Shared<D::State>>,
     /// The committed values of the keys in memory, for reads from other threads.
     view: Arc<CommittedView<D::State>>,
     /// The keys of the unit being prepared or in flight ([`Missing`] names them, [`Settle`]
@@ -70,13 +70,13 @@ pub struct Partition<D: Domain> {
 }
 
 /// A key's value as memory holds it: shared between the partition and its view (`None`: no row).
-type Shared<S> = Option<Arc<Entity<S>>>;
+pub type Shared<S> = Option<Arc<Entity<S>>>;
 
 /// A key in memory.
 struct Resident<S> {
     /// Its value; `None`: Postgres has no row for it (a key not used yet). Shared with the
     /// [`CommittedView`] once committed, so a value is held once.
-    entity: Option<Arc<Entity<S>>>,
+    entity: Shared<S>,
     /// When a unit last needed it (reads do not count: they go to the view).
     last_used: Instant,
 }
@@ -86,7 +86,7 @@ struct Resident<S> {
 /// it when a unit settles committed, when keys are loaded, and when it evicts; a value written
 /// by a unit in flight is not here until its commit settles.
 pub struct CommittedView<S> {
-    entities: RwLock<HashMap<String, Option<Arc<Entity<S>>>>>,
+    entities: RwLock<HashMap<String, Shared<S>>>,
 }
 
 impl<S> Default for CommittedView<S> {
@@ -100,12 +100,12 @@ impl<S> Default for CommittedView<S> {
 impl<S> CommittedView<S> {
     /// `Some(value)` when the key is in memory (`value` `None`: it does not exist); `None`
     /// when it is not, and Postgres has the answer.
-    pub fn get(&self, key: &str) -> Option<Option<Arc<Entity<S>>>> {
+    pub fn get(&self, key: &str) -> Option<Shared<S>> {
         let entities = self.entities.read().unwrap_or_else(PoisonError::into_inner);
         entities.get(key).cloned()
     }
 
-    fn set(&self, values: impl IntoIterator<Item = (String, Option<Arc<Entity<S>>>)>) {
+    fn set(&self, values: impl IntoIterator<Item = (String, Shared<S>)>) {
         let mut entities = self
             .entities
             .write()
@@ -213,13 +213,13 @@ impl<D: Domain> Partition<D> {
         }
     }
 
-    fn current_shared(&self, key: &str) -> Option<Arc<Entity<D::State>>> {
+    fn current_shared(&self, key: &str) -> Shared<D::State> {
         self.entities.get(key).and_then(|r| r.entity.clone())
     }
 
     /// Puts `entity` (`None`: no row) in memory as `key`'s value (not in the view: the caller
     /// knows whether it is committed).
-    fn keep(&mut self, key: String, entity: Option<Arc<Entity<D::State>>>) {
+    fn keep(&mut self, key: String, entity: Shared<D::State>) {
         let resident = Resident {
             entity,
             last_used: Instant::now(),

@@ -302,6 +302,9 @@ impl Outcome {
     }
 }
 
+/// Stored values by key (`None`: no row), and the keys that did not decode with why.
+type LoadedKeys<S> = (Vec<(String, Option<Entity<S>>)>, HashMap<String, String>);
+
 /// The partitions' answer to one unit.
 struct AppliedUnit {
     involved: Vec<usize>,
@@ -793,9 +796,26 @@ impl<D: Domain> Inner<D> {
         if missing.is_empty() {
             return Ok(HashMap::new());
         }
+        let (loaded, unloadable) = self.load_stored(missing).await?;
+        self.loads.increment(loaded.len() as u64);
+        tracing::debug!(
+            domain = self.ctx.name(),
+            partition = p,
+            loaded = loaded.len(),
+            "loaded entities on first use"
+        );
+        ask(&self.partitions[p], Refresh { entities: loaded }, timeout)
+            .await
+            .map_err(ProcessError::Partition)?;
+        Ok(unloadable)
+    }
+
+    /// The stored values of `keys` (`None`: no row), and apart from them the keys whose stored
+    /// state does not decode, which are quarantined, with why.
+    async fn load_stored(&self, keys: Vec<String>) -> Result<LoadedKeys<D::State>, ProcessError> {
         let name = self.ctx.name();
         let rows = within(&self.ctx.db, self.ctx.commit_timeout, async |conn| {
-            entities::load_keys(conn, name, &missing).await
+            entities::load_keys(conn, name, &keys).await
         })
         .await?;
         let mut stored = HashMap::with_capacity(rows.len());
@@ -812,7 +832,7 @@ impl<D: Domain> Inner<D> {
                 }
             }
         }
-        let loaded: Vec<(String, Option<Entity<D::State>>)> = missing
+        let loaded = keys
             .into_iter()
             .filter(|key| !unloadable.contains_key(key))
             .map(|key| {
@@ -820,17 +840,7 @@ impl<D: Domain> Inner<D> {
                 (key, entity)
             })
             .collect();
-        self.loads.increment(loaded.len() as u64);
-        tracing::debug!(
-            domain = name,
-            partition = p,
-            loaded = loaded.len(),
-            "loaded entities on first use"
-        );
-        ask(&self.partitions[p], Refresh { entities: loaded }, timeout)
-            .await
-            .map_err(ProcessError::Partition)?;
-        Ok(unloadable)
+        Ok((loaded, unloadable))
     }
 
     /// Reloads the uncertain keys from Postgres into their partitions.
@@ -839,30 +849,18 @@ impl<D: Domain> Inner<D> {
             Ok(uncertain) if !uncertain.is_empty() => uncertain.iter().cloned().collect(),
             _ => return Ok(()),
         };
-        let name = self.ctx.name();
-        let rows = within(&self.ctx.db, self.ctx.commit_timeout, async |conn| {
-            entities::load_keys(conn, name, &keys).await
-        })
-        .await?;
-        let mut stored = HashMap::with_capacity(rows.len());
-        for row in rows {
-            match restore_entity::<D>(name, row) {
-                (key, Ok(entity)) => {
-                    stored.insert(key, entity);
-                }
-                // Evicted (absent from `stored`) and quarantined: its inputs are
-                // dead-lettered, the other keys go on.
-                (key, Err(e)) => self.quarantine.add(name, &key, error_chain(&e)),
-            }
-        }
-        let entities = keys.iter().map(|key| (key.clone(), stored.remove(key)));
-        self.refresh(entities.collect()).await?;
+        let count = keys.len();
+        let (mut loaded, unloadable) = self.load_stored(keys).await?;
+        // A key whose row no longer decodes is quarantined: its inputs are dead-lettered, the
+        // other keys go on; what memory held of it goes.
+        loaded.extend(unloadable.into_keys().map(|key| (key, None)));
+        self.refresh(loaded).await?;
         if let Ok(mut uncertain) = self.uncertain.lock() {
             uncertain.clear();
         }
         tracing::info!(
-            domain = name,
-            entities = keys.len(),
+            domain = self.ctx.name(),
+            entities = count,
             "reloaded entities after a failed commit"
         );
         Ok(())
