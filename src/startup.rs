@@ -10,7 +10,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::actors::handle::DomainHandle;
-use crate::actors::runtime::{RunningDomain, start_domain};
+use crate::actors::runtime::{RunningDomain, StartError, start_domain};
 use crate::domain::Domain;
 use crate::domains::inventory::Inventory;
 use crate::http::{self, AppState, request_telemetry};
@@ -28,6 +28,9 @@ pub enum StartupError {
     /// Redis could not be reached.
     #[error(transparent)]
     Streams(#[from] StreamError),
+    /// A domain did not start.
+    #[error(transparent)]
+    Domain(#[from] StartError),
     /// `domains.enabled` names a domain this binary does not have.
     #[error("unknown domain {0:?}")]
     UnknownDomain(String),

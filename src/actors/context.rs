@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::domain::{Clock, Domain, Notification, OtherTypes, Subscription};
+use crate::domain::{Clock, Domain, EventCatalogue, Notification, OtherTypes, Subscription};
 use crate::faults::Faults;
 use crate::settings::RuntimeSettings;
 use crate::store::DbPool;
@@ -15,6 +15,8 @@ use crate::streams::{RedisClients, StreamKeys};
 pub struct DomainContext<D: Domain> {
     /// The user's domain.
     pub domain: Arc<D>,
+    /// The event types it consumes and emits, read from its enums at start.
+    pub catalogue: EventCatalogue,
     /// Runtime tuning.
     pub runtime: RuntimeSettings,
     /// Consumer name of this process.
@@ -65,7 +67,7 @@ impl<D: Domain> DomainContext<D> {
                 name: self.instance_id.clone(),
             },
             dlq_key: self.keys.dead_letters(&subscription.stream),
-            handled_types: subscription.event_types.clone(),
+            handled_types: self.catalogue.inputs,
             skip_other_types: subscription.other_types == OtherTypes::Skip,
         }
     }
@@ -80,8 +82,8 @@ pub struct StreamBinding {
     pub consumer: Consumer,
     /// Key of the dead-letter stream.
     pub dlq_key: String,
-    /// Event types handled on this stream.
-    pub handled_types: Vec<String>,
+    /// Event types handled on this stream: those of the domain's event enum.
+    pub handled_types: &'static [&'static str],
     /// Whether entries of other types are acknowledged unapplied instead of dead-lettered.
     pub skip_other_types: bool,
 }

@@ -607,7 +607,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
-    use crate::domain::{Context, DomainError, Subscription};
+    use crate::domain::{Context, DomainError, NoEvents, Subscription};
     use crate::faults::Faults;
 
     /// Logs from its handler, as a user's domain would.
@@ -624,6 +624,7 @@ mod tests {
     impl Domain for Chatty {
         type State = Seen;
         type Event = Ping;
+        type Output = NoEvents;
         type Command = std::convert::Infallible;
         type Reply = ();
 
@@ -635,7 +636,12 @@ mod tests {
             Vec::new()
         }
 
-        fn handle(&self, _: &mut Seen, _: Ping, _: &mut Context) -> Result<(), DomainError> {
+        fn handle(
+            &self,
+            _: &mut Seen,
+            _: Ping,
+            _: &mut Context<NoEvents>,
+        ) -> Result<(), DomainError> {
             tracing::info!("handled a ping");
             Ok(())
         }

@@ -500,7 +500,7 @@ impl<D: Domain> Inner<D> {
             let happened_at = envelope.happened_at();
             validate_key(&envelope.id, runtime.max_key_bytes).map_err(MalformedEntry::InvalidId)?;
             let event =
-                decode_event::<D>(&binding.handled_types, &envelope.event_type, &envelope.data)?;
+                decode_event::<D>(binding.handled_types, &envelope.event_type, &envelope.data)?;
             let key = route(
                 self.ctx.domain.as_ref(),
                 &self.limits,

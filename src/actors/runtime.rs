@@ -15,7 +15,7 @@ use super::quarantine::Quarantine;
 use super::supervisor::{DomainStatus, DomainSupervisor, Shutdown};
 use super::watchdog::Progress;
 use crate::domain::keys::Limits;
-use crate::domain::{Clock, Domain, Entity, SystemClock};
+use crate::domain::{Clock, Domain, Entity, EventCatalogue, NotAnEventEnum, SystemClock};
 use crate::faults::Faults;
 use crate::settings::Settings;
 use crate::store::{self, StoreError, entities};
@@ -64,12 +64,32 @@ pub(crate) fn restore_entity<D: Domain>(
     (row.key, entity)
 }
 
-/// Starts `domain`: loads its entities, then its actors.
+/// Why a domain did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its event or output type is not an event enum.
+    #[error("domain {domain}: {source}")]
+    Declaration {
+        /// The domain's name.
+        domain: &'static str,
+        /// What is wrong with the type.
+        source: NotAnEventEnum,
+    },
+    /// Its pool could not be built.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Starts `domain`'s actors (entities load on first use).
 pub async fn start_domain<D: Domain>(
     domain: D,
     settings: &Settings,
     redis: &RedisClients,
-) -> Result<RunningDomain<D>, StoreError> {
+) -> Result<RunningDomain<D>, StartError> {
+    let catalogue = EventCatalogue::of::<D>().map_err(|source| StartError::Declaration {
+        domain: domain.name(),
+        source,
+    })?;
     let domain = Arc::new(domain);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let runtime = settings.runtime.clone();
@@ -127,6 +147,7 @@ pub async fn start_domain<D: Domain>(
     let (notifications, _) = broadcast::channel(NOTIFICATION_BUFFER);
     let ctx = Arc::new(DomainContext {
         domain: domain.clone(),
+        catalogue,
         runtime: runtime.clone(),
         instance_id: settings.instance.id.clone(),
         redis: redis.clone(),

@@ -86,13 +86,13 @@ pub fn route<D: Domain>(
 }
 
 /// Decodes an envelope's `type` and `data` into the domain's event type, checking the type
-/// against those the subscription handles.
+/// against those its event enum declares ([`EventCatalogue::inputs`](super::EventCatalogue)).
 pub fn decode_event<D: Domain>(
-    handled_types: &[String],
+    handled_types: &[&str],
     event_type: &str,
     data: &str,
 ) -> Result<D::Event, MalformedEntry> {
-    if !handled_types.iter().any(|t| t == event_type) {
+    if !handled_types.contains(&event_type) {
         return Err(MalformedEntry::UnknownType(event_type.to_owned()));
     }
     let data: Value =
@@ -128,7 +128,7 @@ pub fn apply_event<D: Domain>(
     target: Target<'_, D::State>,
     event: D::Event,
 ) -> Result<Applied<D::State>, Failure> {
-    let (applied, ()) = run(limits, target, |state, ctx| {
+    let (applied, ()) = run::<D, _>(limits, target, |state, ctx| {
         domain.handle(state, event, ctx)
     })?;
     Ok(applied)
@@ -141,16 +141,16 @@ pub fn apply_command<D: Domain>(
     target: Target<'_, D::State>,
     command: D::Command,
 ) -> Result<(Applied<D::State>, D::Reply), Failure> {
-    run(limits, target, |state, ctx| {
+    run::<D, _>(limits, target, |state, ctx| {
         domain.execute(state, command, ctx)
     })
 }
 
-fn run<S: Clone + Serialize + DeserializeOwned, R>(
+fn run<D: Domain, R>(
     limits: &Limits,
-    target: Target<'_, S>,
-    f: impl FnOnce(&mut S, &mut Context) -> Result<R, DomainError>,
-) -> Result<(Applied<S>, R), Failure> {
+    target: Target<'_, D::State>,
+    f: impl FnOnce(&mut D::State, &mut Context<D::Output>) -> Result<R, DomainError>,
+) -> Result<(Applied<D::State>, R), Failure> {
     let Target {
         key,
         entity,
@@ -164,7 +164,7 @@ fn run<S: Clone + Serialize + DeserializeOwned, R>(
         .map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;
     let reply = outcome?;
     let state_json = storable(&state).map_err(|e| Failure::Unstorable(format!("state {e}")))?;
-    let effects = ctx.into_effects();
+    let effects = ctx.into_effects().map_err(Failure::Unstorable)?;
     for emitted in &effects.emitted {
         validate_key(&emitted.key, limits.max_key_bytes).map_err(|e| {
             Failure::Unstorable(format!("emitted {} for key that {e}", emitted.event_type))

@@ -1,8 +1,11 @@
 //! What a handler sees and produces while it applies one input: the input's metadata, the
 //! time, and the effects (events to emit, notifications to send) committed with the state.
 
+use std::marker::PhantomData;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Where the input being applied came from.
@@ -47,6 +50,13 @@ pub struct Emitted {
     pub data: Value,
 }
 
+impl Emitted {
+    /// The event as the output enum `O` it was emitted as (for tests and consumers).
+    pub fn decode<O: DeserializeOwned>(&self) -> Result<O, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({ "type": self.event_type, "data": self.data }))
+    }
+}
+
 /// A message for WebSocket clients subscribed to `topic`, sent after commit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Notification {
@@ -56,17 +66,21 @@ pub struct Notification {
     pub payload: Value,
 }
 
-/// What a handler may look at and produce while applying one input.
+/// What a handler may look at and produce while applying one input. `O` is the domain's
+/// output enum ([`Domain::Output`](super::Domain::Output)): a handler can emit nothing else.
 #[derive(Debug)]
-pub struct Context {
+pub struct Context<O> {
     key: String,
     input: InputMeta,
     now: DateTime<Utc>,
     emitted: Vec<Emitted>,
     notifications: Vec<Notification>,
+    /// The first emitted event that did not serialize as an envelope; it fails the input.
+    unemittable: Option<String>,
+    _output: PhantomData<fn(O)>,
 }
 
-impl Context {
+impl<O: Serialize> Context<O> {
     /// A context for `input`, addressed to `key`, handled at `now`.
     pub fn new(key: &str, input: InputMeta, now: DateTime<Utc>) -> Self {
         Self {
@@ -75,6 +89,8 @@ impl Context {
             now,
             emitted: Vec::new(),
             notifications: Vec::new(),
+            unemittable: None,
+            _output: PhantomData,
         }
     }
 
@@ -95,19 +111,27 @@ impl Context {
         self.now
     }
 
-    /// Emits `event_type` with `data` for the current key.
-    pub fn emit(&mut self, event_type: &str, data: Value) {
+    /// Emits `event` for the current key on `<domain>.events`.
+    pub fn emit(&mut self, event: O) {
         let key = self.key.clone();
-        self.emit_for(&key, event_type, data);
+        self.emit_for(&key, event);
     }
 
-    /// Emits `event_type` with `data` for another key.
-    pub fn emit_for(&mut self, key: &str, event_type: &str, data: Value) {
-        self.emitted.push(Emitted {
-            event_type: event_type.to_owned(),
-            key: key.to_owned(),
-            data,
-        });
+    /// Emits `event` for another key. An event that does not serialize as an adjacently
+    /// tagged enum (a map with non-string keys in its data, say) fails the input as
+    /// unstorable once the handler returns: the runtime never publishes half of what a
+    /// handler emitted.
+    pub fn emit_for(&mut self, key: &str, event: O) {
+        match envelope_parts(&event) {
+            Ok((event_type, data)) => self.emitted.push(Emitted {
+                event_type,
+                key: key.to_owned(),
+                data,
+            }),
+            Err(reason) => {
+                self.unemittable.get_or_insert(reason);
+            }
+        }
     }
 
     /// Notifies WebSocket subscribers of `topic`.
@@ -118,12 +142,29 @@ impl Context {
         });
     }
 
-    /// Consumes the context, returning what was emitted and notified.
-    pub fn into_effects(self) -> Effects {
-        Effects {
+    /// Consumes the context, returning what was emitted and notified, or why an emitted
+    /// event cannot be published.
+    pub fn into_effects(self) -> Result<Effects, String> {
+        if let Some(reason) = self.unemittable {
+            return Err(reason);
+        }
+        Ok(Effects {
             emitted: self.emitted,
             notifications: self.notifications,
-        }
+        })
+    }
+}
+
+/// An output event's envelope `type` and `data`, from its adjacently tagged form.
+fn envelope_parts<O: Serialize>(event: &O) -> Result<(String, Value), String> {
+    let value = serde_json::to_value(event).map_err(|e| format!("emitted event: {e}"))?;
+    let Value::Object(mut fields) = value else {
+        return Err(format!("emitted event is not tagged: {value}"));
+    };
+    let data = fields.remove("data").unwrap_or(Value::Null);
+    match (fields.remove("type"), fields.is_empty()) {
+        (Some(Value::String(event_type)), true) => Ok((event_type, data)),
+        _ => Err("emitted event is not #[serde(tag = \"type\", content = \"data\")]".to_owned()),
     }
 }
 

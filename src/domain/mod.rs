@@ -1,14 +1,16 @@
 //! The domain contract: what a user writes to put a business domain on Troupe.
 //!
-//! A domain is plain Rust. It names the streams and event types it consumes, keeps a state per
+//! A domain is plain Rust. It names the streams it consumes, keeps a state per
 //! entity key, and applies one input (a stream event, or a command from HTTP) to one entity's
 //! state at a time, returning effects: events to emit on `<domain>.events` and notifications
-//! for WebSocket clients. Nothing here knows about actix, Redis or Postgres; the runtime
+//! for WebSocket clients. Events in and out are typed enums: the envelope types a domain
+//! consumes and emits are read from them ([`EventCatalogue`]), never listed by hand.
+//! Nothing here knows about actix, Redis or Postgres; the runtime
 //! (`crate::actors`, `crate::streams`, `crate::store`) does the rest.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use troupe::domain::{Context, Domain, DomainError, Subscription};
+//! use troupe::domain::{Context, Domain, DomainError, EventCatalogue, Subscription};
 //!
 //! #[derive(Clone, Default, Serialize, Deserialize)]
 //! struct Counter { total: i64 }
@@ -20,34 +22,47 @@
 //!     Added { amount: i64 },
 //! }
 //!
+//! #[derive(Serialize, Deserialize)]
+//! #[serde(tag = "type", content = "data")]
+//! enum CounterOutput {
+//!     #[serde(rename = "counter.changed")]
+//!     Changed { total: i64 },
+//! }
+//!
 //! struct Counters;
 //!
 //! impl Domain for Counters {
 //!     type State = Counter;
 //!     type Event = CounterEvent;
+//!     type Output = CounterOutput;
 //!     type Command = std::convert::Infallible;
 //!     type Reply = ();
 //!
 //!     fn name(&self) -> &'static str { "counters" }
 //!     fn subscriptions(&self) -> Vec<Subscription> {
-//!         vec![Subscription::new("counters.input", &["counter.added"])]
+//!         vec![Subscription::new("counters.input")]
 //!     }
-//!     fn handle(&self, state: &mut Counter, event: CounterEvent, ctx: &mut Context)
+//!     fn handle(&self, state: &mut Counter, event: CounterEvent, ctx: &mut Context<CounterOutput>)
 //!         -> Result<(), DomainError>
 //!     {
 //!         let CounterEvent::Added { amount } = event;
 //!         state.total += amount;
-//!         ctx.emit("counter.changed", serde_json::json!({ "total": state.total }));
+//!         ctx.emit(CounterOutput::Changed { total: state.total });
 //!         Ok(())
 //!     }
 //!     // No `execute`: this domain takes no commands.
 //! }
+//!
+//! let catalogue = EventCatalogue::of::<Counters>().unwrap();
+//! assert_eq!(catalogue.inputs, ["counter.added"]);
+//! assert_eq!(catalogue.outputs, ["counter.changed"]);
 //! ```
 
 pub mod apply;
 pub mod clock;
 pub mod context;
 pub mod envelope;
+pub mod event_types;
 pub mod keys;
 pub mod testkit;
 
@@ -60,6 +75,7 @@ pub use apply::{Applied, Failure, Target, apply_command, apply_event, decode_eve
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{Context, Effects, Emitted, InputMeta, Notification, Source};
 pub use envelope::{Envelope, MalformedEntry};
+pub use event_types::{EventCatalogue, NoEvents, NotAnEventEnum, event_types};
 pub use keys::{InvalidKey, validate_key};
 
 /// A business domain run by Troupe.
@@ -67,8 +83,14 @@ pub trait Domain: Send + Sync + 'static {
     /// The state of one entity. A key that was never touched has `State::default()`.
     type State: Clone + Default + Serialize + DeserializeOwned + Send + Sync + Unpin + 'static;
     /// The events this domain consumes, decoded from an envelope's `type` and `data` as an
-    /// adjacently tagged enum: `#[serde(tag = "type", content = "data")]`.
+    /// adjacently tagged enum: `#[serde(tag = "type", content = "data")]`. Its variant names
+    /// (after `rename`) are the types every subscription accepts. [`NoEvents`] for none.
     type Event: DeserializeOwned + Send + 'static;
+    /// The events this domain emits on `<name>.events`, an adjacently tagged enum like
+    /// `Event` (deserializable too, so consumers and tests can read them back). Handlers
+    /// emit values of it, so a type it does not declare cannot be emitted. [`NoEvents`] for
+    /// a domain that emits nothing.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
     /// Commands this domain answers from HTTP (use `std::convert::Infallible` for none).
     type Command: Send + 'static;
     /// The reply to a command. Serializable, because the reply of a command sent with an
@@ -78,7 +100,7 @@ pub trait Domain: Send + Sync + 'static {
     /// Unique name: the consumer group, the output stream `<name>.events`, the state rows.
     fn name(&self) -> &'static str;
 
-    /// The streams this domain consumes and the event types it handles on each.
+    /// The streams this domain consumes. Each accepts every type of [`Domain::Event`].
     fn subscriptions(&self) -> Vec<Subscription>;
 
     /// The entity an event applies to. By default the envelope's `key`; override it to route
@@ -97,7 +119,7 @@ pub trait Domain: Send + Sync + 'static {
         &self,
         state: &mut Self::State,
         event: Self::Event,
-        ctx: &mut Context,
+        ctx: &mut Context<Self::Output>,
     ) -> Result<(), DomainError>;
 
     /// Applies one command from HTTP to one entity's state and returns the reply. Its effects
@@ -107,7 +129,7 @@ pub trait Domain: Send + Sync + 'static {
         &self,
         state: &mut Self::State,
         command: Self::Command,
-        ctx: &mut Context,
+        ctx: &mut Context<Self::Output>,
     ) -> Result<Self::Reply, DomainError> {
         let _ = (state, command, ctx);
         Err(DomainError::Invalid(format!(
@@ -117,13 +139,11 @@ pub trait Domain: Send + Sync + 'static {
     }
 }
 
-/// One stream a domain consumes.
+/// One stream a domain consumes, for every type of its [`Domain::Event`] enum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     /// Logical stream name (`inventory.adjustments`); the key prefix is applied by the runtime.
     pub stream: String,
-    /// Event types handled.
-    pub event_types: Vec<String>,
     /// What becomes of an entry of another type.
     pub other_types: OtherTypes,
 }
@@ -141,17 +161,18 @@ pub enum OtherTypes {
 }
 
 impl Subscription {
-    /// Subscribes to `stream` for `event_types`; other types are dead-lettered.
-    pub fn new(stream: &str, event_types: &[&str]) -> Self {
+    /// Subscribes to `stream`; entries of types the domain's event enum does not declare are
+    /// dead-lettered.
+    pub fn new(stream: &str) -> Self {
         Self {
             stream: stream.to_owned(),
-            event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
             other_types: OtherTypes::DeadLetter,
         }
     }
 
-    /// Skips entries of types not listed instead of dead-lettering them: for consuming
-    /// another domain's output stream (`orders.events`) for some of its types.
+    /// Skips entries of types the event enum does not declare, instead of dead-lettering
+    /// them: for consuming another domain's output stream (`orders.events`) for some of its
+    /// types.
     pub fn skipping_other_types(mut self) -> Self {
         self.other_types = OtherTypes::Skip;
         self

@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use super::envelope::child_traceparent;
 use super::{
-    Clock, Domain, Effects, Entity, Failure, InputMeta, MalformedEntry, ManualClock, OtherTypes,
-    Source, Target, apply_command, apply_event, decode_event, route,
+    Clock, Domain, Effects, Entity, EventCatalogue, Failure, InputMeta, MalformedEntry,
+    ManualClock, OtherTypes, Source, Target, apply_command, apply_event, decode_event, route,
 };
 use crate::domain::keys::Limits;
 
@@ -87,9 +87,9 @@ pub enum TestFailure {
 /// An in-memory harness for one domain.
 pub struct TestKit<D: Domain> {
     domain: D,
-    /// Each subscribed stream with the types it handles.
-    streams: Vec<(String, Vec<String>)>,
-    handled_types: Vec<String>,
+    /// The subscribed streams; events are given as read from the first.
+    streams: Vec<String>,
+    catalogue: EventCatalogue,
     skips_other_types: bool,
     limits: Limits,
     entities: BTreeMap<String, Entity<D::State>>,
@@ -106,29 +106,34 @@ impl<D: Domain> TestKit<D> {
     };
 
     /// A harness with no entities, its clock at [`TestKit::START`].
+    ///
+    /// Panics, as the runtime refuses to start it, if the domain's `Event` or `Output` type is
+    /// not an adjacently tagged enum.
     pub fn new(domain: D) -> Self {
+        let catalogue = match EventCatalogue::of::<D>() {
+            Ok(catalogue) => catalogue,
+            Err(e) => panic!("domain {}: {e}", domain.name()),
+        };
         let subscriptions = domain.subscriptions();
         let skips_other_types = subscriptions
             .iter()
             .any(|s| s.other_types == OtherTypes::Skip);
-        let streams: Vec<(String, Vec<String>)> = subscriptions
-            .into_iter()
-            .map(|s| (s.stream, s.event_types))
-            .collect();
-        let handled_types = streams
-            .iter()
-            .flat_map(|(_, t)| t.iter().cloned())
-            .collect();
+        let streams = subscriptions.into_iter().map(|s| s.stream).collect();
         Self {
             domain,
             streams,
-            handled_types,
+            catalogue,
             skips_other_types,
             limits: Limits::default(),
             entities: BTreeMap::new(),
             clock: ManualClock::starting_at(Self::START),
             inputs: 0,
         }
+    }
+
+    /// The event types the domain consumes and emits.
+    pub fn catalogue(&self) -> EventCatalogue {
+        self.catalogue
     }
 
     /// The clock handlers see. Clones of it move with it.
@@ -159,7 +164,7 @@ impl<D: Domain> TestKit<D> {
     /// with no effects.
     pub fn when(&mut self, e: TestEvent) -> Result<Effects, TestFailure> {
         let decoded =
-            match decode_event::<D>(&self.handled_types, &e.event_type, &e.data.to_string()) {
+            match decode_event::<D>(self.catalogue.inputs, &e.event_type, &e.data.to_string()) {
                 Ok(decoded) => decoded,
                 Err(MalformedEntry::UnknownType(_)) if self.skips_other_types => {
                     return Ok(Effects::default());
@@ -169,12 +174,7 @@ impl<D: Domain> TestKit<D> {
         let key = route(&self.domain, &self.limits, e.key, &e.event_type, &decoded)?;
         let now = self.clock.now();
         self.inputs += 1;
-        let stream = self
-            .streams
-            .iter()
-            .find(|(_, types)| types.contains(&e.event_type))
-            .or(self.streams.first())
-            .map_or_else(String::new, |(stream, _)| stream.clone());
+        let stream = self.streams.first().cloned().unwrap_or_default();
         let input = InputMeta {
             id: e.id.unwrap_or_else(|| format!("test-{}", self.inputs)),
             source: Source::Stream {
@@ -239,7 +239,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::{Context, DomainError, Subscription};
+    use crate::domain::{Context, DomainError, NoEvents, Subscription};
 
     /// Remembers what its handler saw.
     struct Recorder;
@@ -260,7 +260,7 @@ mod tests {
         Ping {},
     }
 
-    fn record(seen: &mut Seen, ctx: &Context) {
+    fn record(seen: &mut Seen, ctx: &Context<NoEvents>) {
         let input = ctx.input();
         *seen = Seen {
             id: input.id.clone(),
@@ -277,6 +277,7 @@ mod tests {
     impl Domain for Recorder {
         type State = Seen;
         type Event = Ping;
+        type Output = NoEvents;
         type Command = ();
         type Reply = ();
 
@@ -284,13 +285,23 @@ mod tests {
             "recorder"
         }
         fn subscriptions(&self) -> Vec<Subscription> {
-            vec![Subscription::new("recorder.input", &["ping"])]
+            vec![Subscription::new("recorder.input")]
         }
-        fn handle(&self, seen: &mut Seen, _: Ping, ctx: &mut Context) -> Result<(), DomainError> {
+        fn handle(
+            &self,
+            seen: &mut Seen,
+            _: Ping,
+            ctx: &mut Context<NoEvents>,
+        ) -> Result<(), DomainError> {
             record(seen, ctx);
             Ok(())
         }
-        fn execute(&self, seen: &mut Seen, _: (), ctx: &mut Context) -> Result<(), DomainError> {
+        fn execute(
+            &self,
+            seen: &mut Seen,
+            _: (),
+            ctx: &mut Context<NoEvents>,
+        ) -> Result<(), DomainError> {
             record(seen, ctx);
             Ok(())
         }
@@ -302,6 +313,7 @@ mod tests {
     impl Domain for EventsOnly {
         type State = Seen;
         type Event = Ping;
+        type Output = NoEvents;
         type Command = ();
         type Reply = ();
 
@@ -309,12 +321,93 @@ mod tests {
             "events-only"
         }
         fn subscriptions(&self) -> Vec<Subscription> {
-            vec![Subscription::new("events-only.input", &["ping"])]
+            vec![Subscription::new("events-only.input")]
         }
-        fn handle(&self, seen: &mut Seen, _: Ping, ctx: &mut Context) -> Result<(), DomainError> {
+        fn handle(
+            &self,
+            seen: &mut Seen,
+            _: Ping,
+            ctx: &mut Context<NoEvents>,
+        ) -> Result<(), DomainError> {
             record(seen, ctx);
             Ok(())
         }
+    }
+
+    /// Emits an event whose data cannot be an envelope's JSON (a map with non-string keys).
+    struct BadEmitter;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum BadOutput {
+        #[serde(rename = "fine")]
+        Fine,
+        #[serde(rename = "pairs")]
+        Pairs(std::collections::BTreeMap<(u8, u8), u8>),
+    }
+
+    impl Domain for BadEmitter {
+        type State = Seen;
+        type Event = Ping;
+        type Output = BadOutput;
+        type Command = std::convert::Infallible;
+        type Reply = ();
+
+        fn name(&self) -> &'static str {
+            "bad-emitter"
+        }
+        fn subscriptions(&self) -> Vec<Subscription> {
+            vec![Subscription::new("bad-emitter.input")]
+        }
+        fn handle(
+            &self,
+            _: &mut Seen,
+            _: Ping,
+            ctx: &mut Context<BadOutput>,
+        ) -> Result<(), DomainError> {
+            ctx.emit(BadOutput::Fine);
+            ctx.emit(BadOutput::Pairs([((1, 2), 3)].into()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_an_envelope_fails_the_input_for_good_and_emits_nothing() {
+        let mut kit = TestKit::new(BadEmitter);
+        let failed = kit.when(event("K", "ping", json!({}))).unwrap_err();
+        let TestFailure::Failed(failure @ Failure::Unstorable(reason)) = &failed else {
+            panic!("{failed:?}");
+        };
+        assert!(failure.is_permanent());
+        assert!(reason.contains("emitted event"), "{reason}");
+        assert!(kit.entity("K").is_none(), "nothing applied");
+    }
+
+    /// Declares an output type that is not an adjacently tagged enum.
+    struct Untagged;
+
+    impl Domain for Untagged {
+        type State = Seen;
+        type Event = Ping;
+        type Output = Value;
+        type Command = std::convert::Infallible;
+        type Reply = ();
+
+        fn name(&self) -> &'static str {
+            "untagged"
+        }
+        fn subscriptions(&self) -> Vec<Subscription> {
+            Vec::new()
+        }
+        fn handle(&self, _: &mut Seen, _: Ping, _: &mut Context<Value>) -> Result<(), DomainError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "domain untagged: serde_json::value::Value is not an event enum")]
+    fn a_domain_whose_output_is_not_an_event_enum_is_refused() {
+        let _ = TestKit::new(Untagged);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use troupe::actors::runtime::start_domain;
-use troupe::domain::{Context, Domain, DomainError, Subscription};
+use troupe::domain::{Context, Domain, DomainError, NoEvents, Subscription};
 use troupe::streams::RedisClients;
 
 use crate::helpers::oracle::{Expected, STREAM, adjustments, assert_applied, write};
@@ -191,6 +191,7 @@ enum NoteEvent {
 impl Domain for Notes {
     type State = Note;
     type Event = NoteEvent;
+    type Output = NoEvents;
     type Command = std::convert::Infallible;
     type Reply = ();
 
@@ -199,14 +200,14 @@ impl Domain for Notes {
     }
 
     fn subscriptions(&self) -> Vec<Subscription> {
-        vec![Subscription::new("notes.input", &["note.set"])]
+        vec![Subscription::new("notes.input")]
     }
 
     fn handle(
         &self,
         note: &mut Note,
         event: NoteEvent,
-        _: &mut Context,
+        _: &mut Context<NoEvents>,
     ) -> Result<(), DomainError> {
         let NoteEvent::Set { text, divide_by } = event;
         note.ratio = (text.len() as f64 - 1.0) / divide_by; // 0/0: NaN
@@ -218,7 +219,7 @@ impl Domain for Notes {
         &self,
         _: &mut Note,
         command: Self::Command,
-        _: &mut Context,
+        _: &mut Context<NoEvents>,
     ) -> Result<(), DomainError> {
         match command {}
     }

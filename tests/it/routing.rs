@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use troupe::actors::runtime::start_domain;
 use troupe::domain::testkit::{TestKit, event};
-use troupe::domain::{Context, Domain, DomainError, Effects, Subscription};
+use troupe::domain::{Context, Domain, DomainError, Effects, NoEvents, Subscription};
 use troupe::streams::RedisClients;
 
 use crate::helpers::{eventually, spawn_app};
@@ -30,6 +30,7 @@ enum LedgerEvent {
 impl Domain for Ledger {
     type State = Paid;
     type Event = LedgerEvent;
+    type Output = NoEvents;
     type Command = std::convert::Infallible;
     type Reply = ();
 
@@ -38,7 +39,7 @@ impl Domain for Ledger {
     }
 
     fn subscriptions(&self) -> Vec<Subscription> {
-        vec![Subscription::new("orders.events", &["order.paid"]).skipping_other_types()]
+        vec![Subscription::new("orders.events").skipping_other_types()]
     }
 
     fn entity_key<'a>(&self, _: &'a str, event: &'a LedgerEvent) -> Cow<'a, str> {
@@ -50,7 +51,7 @@ impl Domain for Ledger {
         &self,
         state: &mut Paid,
         event: LedgerEvent,
-        _: &mut Context,
+        _: &mut Context<NoEvents>,
     ) -> Result<(), DomainError> {
         let LedgerEvent::Paid { amount, .. } = event;
         state.total += amount;
@@ -61,7 +62,7 @@ impl Domain for Ledger {
         &self,
         _: &mut Paid,
         command: Self::Command,
-        _: &mut Context,
+        _: &mut Context<NoEvents>,
     ) -> Result<(), DomainError> {
         match command {}
     }

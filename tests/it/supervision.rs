@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use troupe::actors::runtime::start_domain;
-use troupe::domain::{Context, Domain, DomainError, Subscription};
+use troupe::domain::{Context, Domain, DomainError, NoEvents, Subscription};
 use troupe::streams::RedisClients;
 
 use crate::helpers::{Adjustment, AppOptions, eventually, spawn_app, spawn_app_with};
@@ -29,6 +29,7 @@ enum TallyEvent {
 impl Domain for Tally {
     type State = Count;
     type Event = TallyEvent;
+    type Output = NoEvents;
     type Command = std::convert::Infallible;
     type Reply = ();
 
@@ -37,14 +38,14 @@ impl Domain for Tally {
     }
 
     fn subscriptions(&self) -> Vec<Subscription> {
-        vec![Subscription::new("tally.hits", &["tally.hit"])]
+        vec![Subscription::new("tally.hits")]
     }
 
     fn handle(
         &self,
         state: &mut Count,
         event: TallyEvent,
-        _: &mut Context,
+        _: &mut Context<NoEvents>,
     ) -> Result<(), DomainError> {
         let TallyEvent::Hit { boom } = event;
         assert!(!boom, "boom requested");
@@ -56,7 +57,7 @@ impl Domain for Tally {
         &self,
         _: &mut Count,
         command: Self::Command,
-        _: &mut Context,
+        _: &mut Context<NoEvents>,
     ) -> Result<(), DomainError> {
         match command {}
     }

@@ -5,6 +5,7 @@
 //! crossed zero (`at`: the producer's `ts`, else when it reached the stream; for the API, when
 //! the request came), and notifies `inventory/<sku>` on every change.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -12,8 +13,6 @@ use crate::domain::{Context, Domain, DomainError, Subscription};
 
 /// The input stream.
 pub const ADJUSTMENTS_STREAM: &str = "inventory.adjustments";
-/// The event type on it.
-pub const STOCK_ADJUSTED: &str = "stock.adjusted";
 
 /// The inventory domain.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,6 +53,30 @@ pub struct StockAdjustment {
     pub warehouse: String,
 }
 
+/// Events inventory emits on `inventory.events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum InventoryOutput {
+    /// A SKU's available stock dropped to zero or below.
+    #[serde(rename = "stock.depleted")]
+    StockDepleted(StockLevel),
+    /// A SKU's available stock rose above zero again.
+    #[serde(rename = "stock.replenished")]
+    StockReplenished(StockLevel),
+}
+
+/// The data of `stock.depleted` and `stock.replenished`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockLevel {
+    /// The SKU.
+    pub sku: String,
+    /// Units on hand after the adjustment.
+    pub on_hand: i64,
+    /// When the adjustment that crossed zero happened.
+    pub at: DateTime<Utc>,
+}
+
 /// Commands inventory answers from HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InventoryCommand {
@@ -64,6 +87,7 @@ pub enum InventoryCommand {
 impl Domain for Inventory {
     type State = Stock;
     type Event = InventoryEvent;
+    type Output = InventoryOutput;
     type Command = InventoryCommand;
     type Reply = Stock;
 
@@ -72,14 +96,14 @@ impl Domain for Inventory {
     }
 
     fn subscriptions(&self) -> Vec<Subscription> {
-        vec![Subscription::new(ADJUSTMENTS_STREAM, &[STOCK_ADJUSTED])]
+        vec![Subscription::new(ADJUSTMENTS_STREAM)]
     }
 
     fn handle(
         &self,
         stock: &mut Stock,
         event: InventoryEvent,
-        ctx: &mut Context,
+        ctx: &mut Context<InventoryOutput>,
     ) -> Result<(), DomainError> {
         let InventoryEvent::StockAdjusted(adjustment) = event;
         adjust(stock, &adjustment, ctx)
@@ -89,7 +113,7 @@ impl Domain for Inventory {
         &self,
         stock: &mut Stock,
         command: InventoryCommand,
-        ctx: &mut Context,
+        ctx: &mut Context<InventoryOutput>,
     ) -> Result<Stock, DomainError> {
         let InventoryCommand::Adjust(adjustment) = command;
         if adjustment.warehouse.trim().is_empty() {
@@ -103,7 +127,7 @@ impl Domain for Inventory {
 fn adjust(
     stock: &mut Stock,
     adjustment: &StockAdjustment,
-    ctx: &mut Context,
+    ctx: &mut Context<InventoryOutput>,
 ) -> Result<(), DomainError> {
     let was_available = stock.available() > 0;
     stock.on_hand = stock.on_hand.checked_add(adjustment.delta).ok_or_else(|| {
@@ -111,17 +135,17 @@ fn adjust(
     })?;
     let is_available = stock.available() > 0;
     let sku = ctx.key().to_owned();
-    let at = ctx.input().timestamp;
+    let level = || StockLevel {
+        sku: sku.clone(),
+        on_hand: stock.on_hand,
+        at: ctx.input().timestamp,
+    };
     if was_available && !is_available {
-        ctx.emit(
-            "stock.depleted",
-            json!({ "sku": sku, "on_hand": stock.on_hand, "at": at }),
-        );
+        let level = level();
+        ctx.emit(InventoryOutput::StockDepleted(level));
     } else if !was_available && is_available {
-        ctx.emit(
-            "stock.replenished",
-            json!({ "sku": sku, "on_hand": stock.on_hand, "at": at }),
-        );
+        let level = level();
+        ctx.emit(InventoryOutput::StockReplenished(level));
     }
     ctx.notify(
         &format!("inventory/{sku}"),
@@ -137,7 +161,10 @@ mod tests {
 
     use super::*;
     use crate::domain::testkit::{TestFailure, TestKit, event};
-    use crate::domain::{Failure, MalformedEntry};
+    use crate::domain::{EventCatalogue, Failure, MalformedEntry};
+
+    /// As a producer writes it.
+    const STOCK_ADJUSTED: &str = "stock.adjusted";
 
     fn adjusted(sku: &str, delta: i64) -> crate::domain::testkit::TestEvent {
         event(
@@ -177,6 +204,27 @@ mod tests {
             json!({ "sku": "A", "on_hand": 0, "at": "2026-01-01T00:01:00Z" })
         );
         assert_eq!(effects.notifications[0].topic, "inventory/A");
+    }
+
+    #[test]
+    fn the_catalogue_is_read_from_the_event_enums() {
+        let catalogue = EventCatalogue::of::<Inventory>().unwrap();
+        assert_eq!(catalogue.inputs, [STOCK_ADJUSTED]);
+        assert_eq!(catalogue.outputs, ["stock.depleted", "stock.replenished"]);
+    }
+
+    #[test]
+    fn emitted_events_read_back_as_the_output_enum() {
+        let mut kit = TestKit::new(Inventory);
+        let effects = kit.when(adjusted("A", 3)).unwrap();
+        assert_eq!(
+            effects.emitted[0].decode::<InventoryOutput>().unwrap(),
+            InventoryOutput::StockReplenished(StockLevel {
+                sku: "A".into(),
+                on_hand: 3,
+                at: TestKit::<Inventory>::START,
+            })
+        );
     }
 
     #[test]
