@@ -124,6 +124,11 @@ pub struct RuntimeSettings {
     /// Most entities a domain holds in memory; past it, the least recently used are evicted
     /// after a commit (never one with uncommitted changes). Shared evenly by the partitions.
     pub max_entities_in_memory: usize,
+    /// How often the domain looks for durable timers that are due. A timer fires at most this
+    /// long after it is due, plus the time of the unit that fires it, while the domain keeps up.
+    pub timer_poll_ms: u64,
+    /// Most due timers fired in one unit of work; more due at once fire in several.
+    pub timer_batch: usize,
 }
 
 /// A named boundary at which the process can be made to abort.
@@ -403,6 +408,8 @@ impl Settings {
                 "runtime.max_entities_in_memory",
                 self.runtime.max_entities_in_memory as u64,
             ),
+            ("runtime.timer_poll_ms", self.runtime.timer_poll_ms),
+            ("runtime.timer_batch", self.runtime.timer_batch as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -602,6 +609,10 @@ impl RuntimeSettings {
     /// Stats interval.
     pub fn stats_interval(&self) -> Duration {
         Duration::from_millis(self.stats_interval_ms)
+    }
+    /// Timer polling interval.
+    pub fn timer_poll(&self) -> Duration {
+        Duration::from_millis(self.timer_poll_ms)
     }
 
     /// `stall_timeout_seconds` as a duration.

@@ -3,7 +3,8 @@
 //! Per domain: a [`supervisor::DomainSupervisor`] starts and restarts (with backoff) the
 //! [`partition::Partition`] actors that own the entities, one [`reader::Reader`] per subscribed
 //! stream, the [`processor::Processor`] that turns each batch into one committed unit of work,
-//! and the [`relay::Relay`] that publishes the outbox. See `docs/architecture.md`.
+//! the [`relay::Relay`] that publishes the outbox, and the [`timers::TimerPoller`] that fires
+//! due durable timers. See `docs/architecture.md`.
 
 pub mod ask;
 pub mod backoff;
@@ -16,4 +17,5 @@ pub mod reader;
 pub mod relay;
 pub mod runtime;
 pub mod supervisor;
+pub mod timers;
 pub mod watchdog;

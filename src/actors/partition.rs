@@ -22,7 +22,7 @@ use crate::domain::envelope::{span_id, trace_id};
 use crate::domain::keys::Limits;
 use crate::domain::{
     Clock, Domain, DomainError, Effects, Entity, Failure, InputMeta, Target, apply_command,
-    apply_event,
+    apply_event, apply_timer,
 };
 use crate::faults::Faults;
 use crate::store::entities::EntityWrite;
@@ -333,13 +333,22 @@ impl<D: Domain> Actor for Partition<D> {
     }
 }
 
-/// One event for a partition.
+/// What an input of a unit carries: a stream event, or a durable timer that came due. Both
+/// apply the same way, in the order the unit gives them.
+pub enum Payload<E, T> {
+    /// A decoded stream event, for [`Domain::handle`].
+    Event(E),
+    /// A timer's decoded payload, for [`Domain::on_timer`].
+    Timer(T),
+}
+
+/// One input (event or timer) for a partition.
 pub struct EventItem<E> {
     /// Position in the batch, echoed in the outcome.
     pub index: usize,
     /// Entity key.
     pub key: String,
-    /// The decoded event.
+    /// The decoded input.
     pub event: E,
     /// Whether a failure now sends the entry to the dead-letter stream (its delivery count
     /// reached `max_deliveries`), in which case later entries of the key are not held back
@@ -367,10 +376,10 @@ pub enum ItemOutcome {
     HeldBack,
 }
 
-/// Applies a batch's events for this partition, in order.
+/// Applies a unit's inputs for this partition, in order.
 pub struct ApplyEvents<D: Domain> {
-    /// The events, in stream order.
-    pub items: Vec<EventItem<D::Event>>,
+    /// The inputs, in stream (or due) order.
+    pub items: Vec<EventItem<Payload<D::Event, D::Timer>>>,
 }
 
 /// The partition's part of a unit of work.
@@ -423,8 +432,11 @@ impl<D: Domain> Handler<ApplyEvents<D>> for Partition<D> {
                 input: &item.input,
                 now: self.clock.now(),
             };
-            let outcome = span
-                .in_scope(|| apply_event(self.domain.as_ref(), &self.limits, target, item.event));
+            let domain = self.domain.as_ref();
+            let outcome = span.in_scope(|| match item.event {
+                Payload::Event(event) => apply_event(domain, &self.limits, target, event),
+                Payload::Timer(timer) => apply_timer(domain, &self.limits, target, timer),
+            });
             self.handle_seconds.record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(applied) => {
@@ -625,6 +637,7 @@ mod tests {
         type State = Seen;
         type Event = Ping;
         type Output = NoEvents;
+        type Timer = NoEvents;
         type Command = std::convert::Infallible;
         type Reply = ();
 

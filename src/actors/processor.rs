@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::ask::{AskError, ask};
 use super::context::{DomainContext, StreamBinding};
 use super::partition::{
-    ApplyCommand, ApplyEvents, EventItem, ItemOutcome, Missing, Partition, Refresh, Settle,
-    partition_of,
+    ApplyCommand, ApplyEvents, EventItem, ItemOutcome, Missing, Partition, Payload, Refresh,
+    Settle, partition_of,
 };
 use super::quarantine::{Quarantine, UNLOADABLE_STATE};
 use super::runtime::restore_entity;
@@ -32,13 +32,14 @@ use crate::domain::envelope::{child_traceparent, trace_id};
 use crate::domain::keys::Limits;
 use crate::domain::{
     Domain, DomainError, Effects, Entity, Envelope, Failure, InputMeta, MalformedEntry,
-    Notification, Source, decode_event, route, validate_key,
+    Notification, ScheduledTimer, Source, TimerId, decode_event, route, validate_key,
 };
 use crate::settings::CrashPoint;
 use crate::store::batch::{BatchCommit, commit};
 use crate::store::commands::{self, CommandRecord};
 use crate::store::outbox::NewOutboxEvent;
 use crate::store::pool::within;
+use crate::store::timers::{self, DueTimer, NewTimer};
 use crate::store::{StoreError, entities};
 use crate::streams::StreamError;
 use crate::streams::dead_letter::{Reason, move_to_dead_letters};
@@ -46,6 +47,7 @@ use crate::streams::entry::{EntryId, StreamEntry};
 use crate::telemetry::error_chain;
 use crate::telemetry::metrics::{
     BATCH_SIZE, DEAD_LETTERS_TOTAL, ENTITY_LOADS_TOTAL, EVENTS_TOTAL, PERSIST_SECONDS,
+    TIMER_LATENESS_SECONDS, TIMERS_TOTAL,
 };
 
 /// Dead-letter reason of an input whose unit Postgres refused for its data, once splitting the
@@ -111,6 +113,37 @@ struct Inner<D: Domain> {
     quarantine: Arc<Quarantine>,
     /// When quarantined keys were last tried again.
     quarantine_checked: Mutex<Instant>,
+    timer_metrics: TimerMetrics,
+}
+
+/// The domain's timer counters, by outcome, and the lateness of firings.
+struct TimerMetrics {
+    scheduled: metrics::Counter,
+    cancelled: metrics::Counter,
+    fired: metrics::Counter,
+    retried: metrics::Counter,
+    dead: metrics::Counter,
+    lateness: metrics::Histogram,
+}
+
+impl TimerMetrics {
+    fn new(domain: &'static str) -> Self {
+        let outcome = |outcome: &'static str| metrics::counter!(TIMERS_TOTAL, "domain" => domain, "outcome" => outcome);
+        Self {
+            scheduled: outcome("scheduled"),
+            cancelled: outcome("cancelled"),
+            fired: outcome("fired"),
+            retried: outcome("retried"),
+            dead: outcome("dead"),
+            lateness: metrics::histogram!(TIMER_LATENESS_SECONDS, "domain" => domain),
+        }
+    }
+
+    /// Counts what a committed unit scheduled and cancelled.
+    fn committed(&self, unit: &BatchCommit<'_>) {
+        self.scheduled.increment(unit.timers.len() as u64);
+        self.cancelled.increment(unit.cancelled_timers.len() as u64);
+    }
 }
 
 /// How often quarantined keys are tried again (a repaired row is picked up this soon).
@@ -128,6 +161,7 @@ impl<D: Domain> Processor<D> {
         let limits = Limits {
             max_key_bytes: ctx.runtime.max_key_bytes,
         };
+        let ctx_name = ctx.name();
         Self {
             inner: Arc::new(Inner {
                 ctx,
@@ -138,6 +172,7 @@ impl<D: Domain> Processor<D> {
                 uncertain: Mutex::default(),
                 quarantine,
                 quarantine_checked: Mutex::new(Instant::now()),
+                timer_metrics: TimerMetrics::new(ctx_name),
             }),
         }
     }
@@ -260,6 +295,58 @@ impl<D: Domain> Handler<ExecuteCommand<D>> for Processor<D> {
     }
 }
 
+/// Fire due durable timers (read by the timer poller), each as an input to its entity.
+pub struct FireTimers {
+    /// The timers, earliest first.
+    pub timers: Vec<DueTimer>,
+}
+
+/// What became of the timers of a [`FireTimers`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TimerReport {
+    /// Fired: applied and committed, their rows removed.
+    pub fired: usize,
+    /// Gone when their firing committed (cancelled meanwhile, or fired by another instance):
+    /// not applied.
+    pub gone: usize,
+    /// Failed (or waited behind a failure of their key) and stay scheduled, tried again later.
+    pub retried: usize,
+    /// Set aside for good: failed `max_deliveries` times, refused as invalid, or their payload
+    /// no longer decodes.
+    pub dead: usize,
+}
+
+impl Message for FireTimers {
+    type Result = Result<TimerReport, ProcessError>;
+}
+
+impl<D: Domain> Handler<FireTimers> for Processor<D> {
+    type Result = AtomicResponse<Self, Result<TimerReport, ProcessError>>;
+
+    fn handle(&mut self, msg: FireTimers, _: &mut Self::Context) -> Self::Result {
+        let inner = self.inner.clone();
+        AtomicResponse::new(Box::pin(
+            async move { inner.fire(msg).await }
+                .into_actor(self)
+                .map(|r, _, _| r),
+        ))
+    }
+}
+
+/// Dead reason of a timer whose payload no longer decodes as the domain's `Timer` type.
+pub const TIMER_UNDECODABLE: &str = "undecodable";
+
+/// What becomes of a timer that did not fire, decided once its unit is over.
+enum Unfired {
+    /// Stays scheduled; tried again after a backoff (counts as an attempt).
+    Retry(String),
+    /// Stays scheduled, tried again at the next poll (not an attempt: it waited behind a
+    /// failure of its key).
+    Wait,
+    /// Set aside for good with this reason code and error.
+    Dead(&'static str, String),
+}
+
 /// A decoded input on its way to a partition.
 struct Input<E> {
     index: usize,
@@ -269,6 +356,24 @@ struct Input<E> {
     event: E,
     final_attempt: bool,
 }
+
+impl<E> Input<E> {
+    fn map<F>(self, f: impl FnOnce(E) -> F) -> Input<F> {
+        Input {
+            index: self.index,
+            meta: self.meta,
+            key: self.key,
+            event: f(self.event),
+            final_attempt: self.final_attempt,
+        }
+    }
+}
+
+/// What a unit's inputs carry on to the partitions.
+type UnitInput<D> = Input<Payload<<D as Domain>::Event, <D as Domain>::Timer>>;
+
+/// One input as its partition applies it.
+type PartitionItem<D> = EventItem<Payload<<D as Domain>::Event, <D as Domain>::Timer>>;
 
 /// The decode stage's verdict on one entry.
 enum Decoded<E> {
@@ -311,9 +416,13 @@ struct AppliedUnit {
     applied: Vec<(usize, String)>,
     writes: Vec<crate::store::entities::EntityWrite>,
     events: Vec<NewOutboxEvent>,
+    timers: Vec<NewTimer>,
+    cancelled: Vec<TimerId>,
     notifications: Vec<Notification>,
     /// Batch index, key, failure, dead-letter now.
     failed: Vec<(usize, String, Failure, bool)>,
+    /// Batch indices of the failed inputs that were not tried (behind a failure of their key).
+    held_back: HashSet<usize>,
     /// Batch index and why: inputs whose entity's stored state did not load (now quarantined).
     unloadable: Vec<(usize, String)>,
 }
@@ -585,7 +694,8 @@ impl<D: Domain> Inner<D> {
                     return Ok(());
                 }
                 let mut indices: Vec<usize> = unit.iter().map(|i| i.index).collect();
-                let mut applied = self.apply(unit).await?;
+                let inputs = unit.into_iter().map(|i| i.map(Payload::Event)).collect();
+                let mut applied = self.apply(inputs).await?;
                 if !applied.unloadable.is_empty() {
                     // Dead-lettered now: not part of a redo or a split of this unit.
                     let gone: HashSet<usize> = applied.unloadable.iter().map(|(i, _)| *i).collect();
@@ -607,10 +717,14 @@ impl<D: Domain> Inner<D> {
                     entities: applied.writes,
                     output_stream: &output_stream,
                     events: applied.events,
+                    fired_timers: Vec::new(),
+                    timers: applied.timers,
+                    cancelled_timers: applied.cancelled.iter().map(TimerId::as_str).collect(),
                 };
                 match self.commit(&batch, &applied.involved).await {
                     Ok(()) => {
                         self.ctx.faults.reached(CrashPoint::AfterCommitBeforeAck);
+                        self.timer_metrics.committed(&batch);
                         if !batch.events.is_empty() {
                             self.ctx.relay_wakeup.notify_one();
                         }
@@ -661,8 +775,8 @@ impl<D: Domain> Inner<D> {
     }
 
     /// The apply stage: each partition applies its inputs, concurrently.
-    async fn apply(&self, unit: Vec<Input<D::Event>>) -> Result<AppliedUnit, ProcessError> {
-        let mut per_partition: Vec<Vec<EventItem<D::Event>>> =
+    async fn apply(&self, unit: Vec<UnitInput<D>>) -> Result<AppliedUnit, ProcessError> {
+        let mut per_partition: Vec<Vec<PartitionItem<D>>> =
             (0..self.partitions.len()).map(|_| Vec::new()).collect();
         let mut meta: HashMap<usize, (String, String, String)> = HashMap::with_capacity(unit.len());
         for input in unit {
@@ -725,8 +839,11 @@ impl<D: Domain> Inner<D> {
             applied: Vec::new(),
             writes: Vec::new(),
             events: Vec::new(),
+            timers: Vec::new(),
+            cancelled: Vec::new(),
             notifications: Vec::new(),
             failed: Vec::new(),
+            held_back: HashSet::new(),
             unloadable,
         };
         for reply in replies {
@@ -739,6 +856,9 @@ impl<D: Domain> Inner<D> {
                     ItemOutcome::Applied(effects) => {
                         unit.events
                             .extend(outbox_events(effects.emitted.iter(), &traceparent));
+                        unit.timers
+                            .extend(new_timers(&effects.timers, &traceparent));
+                        unit.cancelled.extend(effects.cancelled);
                         unit.notifications.extend(effects.notifications);
                         unit.applied.push((index, input_id));
                     }
@@ -746,12 +866,15 @@ impl<D: Domain> Inner<D> {
                         tracing::warn!(input.id = %input_id, key, trace_id = trace_id(&traceparent), error = %failure, dead, "handler failed");
                         unit.failed.push((index, key, failure, dead));
                     }
-                    ItemOutcome::HeldBack => unit.failed.push((
-                        index,
-                        key,
-                        Failure::Handler(DomainError::Failed("held back".into())),
-                        false,
-                    )),
+                    ItemOutcome::HeldBack => {
+                        unit.held_back.insert(index);
+                        unit.failed.push((
+                            index,
+                            key,
+                            Failure::Handler(DomainError::Failed("held back".into())),
+                            false,
+                        ));
+                    }
                 }
             }
         }
@@ -1032,11 +1155,15 @@ impl<D: Domain> Inner<D> {
             entities: vec![write],
             output_stream: &output_stream,
             events: outbox_events(effects.emitted.iter(), &traceparent).collect(),
+            fired_timers: Vec::new(),
+            timers: new_timers(&effects.timers, &traceparent).collect(),
+            cancelled_timers: effects.cancelled.iter().map(TimerId::as_str).collect(),
         };
         if let Err(e) = self.commit(&unit, &[p]).await {
             tracing::error!(error = %error_chain(&e), "command not committed");
             return Err(CommandError::from_commit(e));
         }
+        self.timer_metrics.committed(&unit);
         if !unit.events.is_empty() {
             ctx.relay_wakeup.notify_one();
         }
@@ -1047,6 +1174,227 @@ impl<D: Domain> Inner<D> {
         }
         Ok(committed)
     }
+}
+
+impl<D: Domain> Inner<D> {
+    /// Fires due timers: each applies to its entity through the partitions like an event, and
+    /// its firing commits with its effects and the removal of its row. A timer whose row is
+    /// gone by then (cancelled, or fired by another instance) is dropped unapplied; a failed
+    /// one is retried with backoff, and set aside as dead after `max_deliveries` attempts or
+    /// at once when the failure is permanent.
+    #[tracing::instrument(skip_all, fields(domain = self.ctx.name(), timers = msg.timers.len()))]
+    async fn fire(&self, msg: FireTimers) -> Result<TimerReport, ProcessError> {
+        let due = msg.timers;
+        if due.is_empty() {
+            return Ok(TimerReport::default());
+        }
+        self.reload_uncertain().await?;
+        self.retry_quarantined().await?;
+        let mut report = TimerReport::default();
+        let mut unfired: Vec<(usize, Unfired)> = Vec::new();
+        let mut inputs = Vec::with_capacity(due.len());
+        for index in 0..due.len() {
+            if let Some(reason) = self.quarantine.reason(&due[index].key) {
+                // The operator may repair the row: the timer waits, with backoff, meanwhile.
+                unfired.push((
+                    index,
+                    Unfired::Retry(format!("{UNLOADABLE_STATE}: {reason}")),
+                ));
+                continue;
+            }
+            match self.decode_timer(&due, index) {
+                Ok(input) => inputs.push(input),
+                Err(e) => unfired.push((index, Unfired::Dead(TIMER_UNDECODABLE, e))),
+            }
+        }
+        self.fire_unit(&due, inputs, &mut unfired, &mut report)
+            .await?;
+        self.conclude_unfired(&due, unfired, &mut report).await?;
+        Ok(report)
+    }
+
+    /// The timer at `index` as an input to its entity.
+    fn decode_timer(&self, due: &[DueTimer], index: usize) -> Result<UnitInput<D>, String> {
+        let timer = &due[index];
+        let payload: D::Timer =
+            serde_json::from_value(timer.payload.clone()).map_err(|e| e.to_string())?;
+        let attempt = u64::try_from(timer.attempts).unwrap_or(0) + 1;
+        Ok(Input {
+            index,
+            meta: InputMeta {
+                id: timer.id.clone(),
+                source: Source::Timer,
+                timestamp: timer.due,
+                traceparent: child_traceparent(timer.traceparent.as_deref()),
+            },
+            key: timer.key.clone(),
+            event: Payload::Timer(payload),
+            final_attempt: attempt >= self.ctx.runtime.max_deliveries,
+        })
+    }
+
+    /// Applies and commits the firing of `inputs`, as [`Inner::run_unit`] does for events:
+    /// timers found gone are dropped and the unit redone without them; a unit Postgres refuses
+    /// for its data is fired one timer at a time, and the one refused alone is dead.
+    fn fire_unit<'a>(
+        &'a self,
+        due: &'a [DueTimer],
+        inputs: Vec<UnitInput<D>>,
+        unfired: &'a mut Vec<(usize, Unfired)>,
+        report: &'a mut TimerReport,
+    ) -> LocalBoxFuture<'a, Result<(), ProcessError>> {
+        Box::pin(async move {
+            let mut inputs = inputs;
+            loop {
+                if inputs.is_empty() {
+                    return Ok(());
+                }
+                let mut indices: Vec<usize> = inputs.iter().map(|i| i.index).collect();
+                let mut applied = self.apply(inputs).await?;
+                for (index, reason) in applied.unloadable.drain(..) {
+                    indices.retain(|i| *i != index);
+                    unfired.push((
+                        index,
+                        Unfired::Retry(format!("{UNLOADABLE_STATE}: {reason}")),
+                    ));
+                }
+                let held_back = std::mem::take(&mut applied.held_back);
+                for (index, _, failure, dead) in applied.failed.drain(..) {
+                    let verdict = if held_back.contains(&index) {
+                        Unfired::Wait
+                    } else if dead {
+                        Unfired::Dead(failure.dead_letter_code(), failure.to_string())
+                    } else {
+                        Unfired::Retry(failure.to_string())
+                    };
+                    unfired.push((index, verdict));
+                }
+                if applied.applied.is_empty() {
+                    self.settle(&applied.involved, true).await;
+                    return Ok(());
+                }
+                let ids: Vec<&str> = applied.applied.iter().map(|(_, id)| id.as_str()).collect();
+                let output_stream = self.ctx.output_stream();
+                let batch = BatchCommit {
+                    domain: self.ctx.name(),
+                    applied: ids.clone(),
+                    command: None,
+                    entities: applied.writes,
+                    output_stream: &output_stream,
+                    events: applied.events,
+                    fired_timers: ids,
+                    timers: applied.timers,
+                    cancelled_timers: applied.cancelled.iter().map(TimerId::as_str).collect(),
+                };
+                match self.commit(&batch, &applied.involved).await {
+                    Ok(()) => {
+                        if !batch.events.is_empty() {
+                            self.ctx.relay_wakeup.notify_one();
+                        }
+                        self.timer_metrics.committed(&batch);
+                        let now = self.ctx.clock.now();
+                        for (index, _) in &applied.applied {
+                            let late = (now - due[*index].due).to_std().unwrap_or_default();
+                            self.timer_metrics.lateness.record(late.as_secs_f64());
+                        }
+                        self.timer_metrics
+                            .fired
+                            .increment(applied.applied.len() as u64);
+                        report.fired += applied.applied.len();
+                        tracing::debug!(fired = applied.applied.len(), "fired due timers");
+                        for n in applied.notifications {
+                            let _ = self.ctx.notifications.send(n);
+                        }
+                        return Ok(());
+                    }
+                    Err(StoreError::AlreadyApplied(gone)) => {
+                        let gone: HashSet<String> = gone.into_iter().collect();
+                        tracing::info!(
+                            timers = gone.len(),
+                            "timers were cancelled or fired meanwhile; firing the others without them"
+                        );
+                        // Undecided verdicts of this attempt are decided again by the redo.
+                        let redone: HashSet<usize> = indices.iter().copied().collect();
+                        unfired.retain(|(index, _)| !redone.contains(index));
+                        report.gone += gone.len();
+                        indices.retain(|index| !gone.contains(&due[*index].id));
+                        inputs = self.redecode_timers(due, &indices);
+                    }
+                    Err(e) if e.is_deterministic() => {
+                        let redone: HashSet<usize> = indices.iter().copied().collect();
+                        unfired.retain(|(index, _)| !redone.contains(index));
+                        if let [index] = indices.as_slice() {
+                            let error = error_chain(&e);
+                            tracing::error!(timer.id = %due[*index].id, error, "postgres refused this timer's effects; setting it aside");
+                            unfired.push((*index, Unfired::Dead(COMMIT_REFUSED, error)));
+                            return Ok(());
+                        }
+                        tracing::warn!(error = %error_chain(&e), timers = indices.len(), "postgres refused the timers' unit for its data; firing them one at a time");
+                        for index in indices {
+                            let single = self.redecode_timers(due, &[index]);
+                            self.fire_unit(due, single, unfired, report).await?;
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
+    }
+
+    fn redecode_timers(&self, due: &[DueTimer], indices: &[usize]) -> Vec<UnitInput<D>> {
+        indices
+            .iter()
+            .filter_map(|index| self.decode_timer(due, *index).ok())
+            .collect()
+    }
+
+    /// Records what becomes of the timers that did not fire: tried again later, or dead.
+    async fn conclude_unfired(
+        &self,
+        due: &[DueTimer],
+        unfired: Vec<(usize, Unfired)>,
+        report: &mut TimerReport,
+    ) -> Result<(), ProcessError> {
+        let (ctx, name) = (&self.ctx, self.ctx.name());
+        for (index, verdict) in unfired {
+            let timer = &due[index];
+            match verdict {
+                Unfired::Wait => report.retried += 1,
+                Unfired::Retry(error) => {
+                    let delay = retry_delay(&ctx.runtime, timer.attempts);
+                    let retry_at = ctx.clock.now()
+                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+                    within(&ctx.db, ctx.commit_timeout, async |conn| {
+                        timers::retry_later(conn, name, &timer.id, retry_at).await
+                    })
+                    .await?;
+                    tracing::warn!(timer.id = %timer.id, key = %timer.key, attempts = timer.attempts + 1, error, retry_in_ms = delay.as_millis() as u64, "timer failed; trying it again later");
+                    self.timer_metrics.retried.increment(1);
+                    report.retried += 1;
+                }
+                Unfired::Dead(code, error) => {
+                    let reason = format!("{code}: {error}");
+                    within(&ctx.db, ctx.commit_timeout, async |conn| {
+                        timers::bury(conn, name, &timer.id, &reason).await
+                    })
+                    .await?;
+                    tracing::error!(timer.id = %timer.id, key = %timer.key, reason = code, error, "timer failed for good; set aside as dead");
+                    self.timer_metrics.dead.increment(1);
+                    report.dead += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a timer that failed `attempts` times before waits for its next attempt: the
+/// restart backoff, doubling per attempt.
+fn retry_delay(runtime: &crate::settings::RuntimeSettings, attempts: i32) -> std::time::Duration {
+    let doublings = u32::try_from(attempts).unwrap_or(0).min(20);
+    let delay = runtime.backoff_initial_ms.saturating_mul(1 << doublings);
+    std::time::Duration::from_millis(delay.min(runtime.backoff_max_ms))
 }
 
 /// The reply stored for an idempotency key, if the request is the same one.
@@ -1089,6 +1437,21 @@ fn conclude_failures(
             out.report.left_pending += 1;
         }
     }
+}
+
+/// The timers a handler scheduled, as stored; each firing continues the trace of the input
+/// that scheduled it.
+fn new_timers<'a>(
+    scheduled: &'a [ScheduledTimer],
+    traceparent: &'a str,
+) -> impl Iterator<Item = NewTimer> + 'a {
+    scheduled.iter().map(move |t| NewTimer {
+        id: t.id.to_string(),
+        key: t.key.clone(),
+        due: t.due,
+        payload: t.payload.to_string(),
+        traceparent: Some(traceparent.to_owned()),
+    })
 }
 
 fn outbox_events<'a>(

@@ -1,4 +1,4 @@
-//! The domain supervisor: starts the readers and the relay of one domain, restarts them with
+//! The domain supervisor: starts the readers, the relay and the timer poller of one domain, restarts them with
 //! exponential backoff when they fail, measures consumer lag, and declares the domain failed
 //! (visible in readiness and `troupe_domain_up`) when restarts exceed the configured intensity.
 //!
@@ -21,11 +21,12 @@ use super::processor::Processor;
 use super::quarantine::Quarantine;
 use super::reader::{Reader, StopReading};
 use super::relay::{Relay, StopRelaying};
+use super::timers::{StopTimers, TimerPoller};
 use super::watchdog::Progress;
 use crate::domain::Domain;
 use crate::store::pool::within;
 use crate::store::retention::{self, Retained};
-use crate::store::{StoreError, outbox};
+use crate::store::{StoreError, outbox, timers};
 use crate::streams::StreamError;
 use crate::streams::dead_letter;
 use crate::streams::entry::EntryId;
@@ -33,7 +34,7 @@ use crate::streams::group::{group_stats, oldest_pending_wait, remove_idle_consum
 use crate::telemetry::error_chain;
 use crate::telemetry::metrics::{
     ACTOR_RESTARTS_TOTAL, CONSUMER_LAG, CONSUMER_OLDEST_PENDING_SECONDS, CONSUMER_PENDING,
-    CONSUMERS_REMOVED_TOTAL, DEAD_LETTERS_TRIMMED_TOTAL, DOMAIN_UP, OUTBOX_BACKLOG,
+    CONSUMERS_REMOVED_TOTAL, DEAD_LETTERS_TRIMMED_TOTAL, DOMAIN_UP, OUTBOX_BACKLOG, TIMERS_DUE,
 };
 
 /// A supervised child.
@@ -43,6 +44,8 @@ pub enum Child {
     Reader(String),
     /// The outbox relay.
     Relay,
+    /// The timer poller.
+    Timers,
 }
 
 impl Child {
@@ -50,6 +53,7 @@ impl Child {
         match self {
             Child::Reader(_) => "reader",
             Child::Relay => "relay",
+            Child::Timers => "timers",
         }
     }
 }
@@ -130,6 +134,7 @@ pub struct DomainSupervisor<D: Domain> {
     processor: Addr<Processor<D>>,
     readers: HashMap<String, Addr<Reader<D>>>,
     relay: Option<Addr<Relay<D>>>,
+    timers: Option<Addr<TimerPoller<D>>>,
     backoff: HashMap<Child, Backoff>,
     restarts: RestartWindow,
     status: Arc<DomainStatus>,
@@ -160,6 +165,7 @@ impl<D: Domain> DomainSupervisor<D> {
             processor,
             readers: HashMap::new(),
             relay: None,
+            timers: None,
             backoff: HashMap::new(),
             restarts,
             status,
@@ -181,21 +187,30 @@ impl<D: Domain> DomainSupervisor<D> {
                 self.readers.insert(stream.clone(), reader);
             }
             Child::Relay => self.relay = Some(Relay::new(self.ctx.clone(), me).start()),
+            Child::Timers => {
+                let poller = TimerPoller::new(self.ctx.clone(), self.processor.clone(), me);
+                self.timers = Some(poller.start());
+            }
         }
         self.live.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Stops the readers (each lets its batch in flight commit) and then, once they are all
-    /// gone, the relay, so that it publishes what their last batches emitted before it stops.
+    /// Stops the readers and the timer poller (each lets its unit in flight commit) and then,
+    /// once they are all gone, the relay, so that it publishes what their last units emitted
+    /// before it stops.
     fn stop_children(&mut self) {
         for reader in self.readers.values() {
             reader.do_send(StopReading);
+        }
+        if let Some(timers) = &self.timers {
+            timers.do_send(StopTimers);
         }
         self.stop_relay_once_readers_are_gone();
     }
 
     fn stop_relay_once_readers_are_gone(&self) {
-        if let (true, Some(relay)) = (self.readers.is_empty(), &self.relay) {
+        let producers_gone = self.readers.is_empty() && self.timers.is_none();
+        if let (true, Some(relay)) = (producers_gone, &self.relay) {
             relay.do_send(StopRelaying);
         }
     }
@@ -222,7 +237,7 @@ impl<D: Domain> Actor for DomainSupervisor<D> {
             .bindings
             .iter()
             .map(|b| Child::Reader(b.name.clone()))
-            .chain([Child::Relay])
+            .chain([Child::Relay, Child::Timers])
             .collect();
         for child in &children {
             self.start_child(child, ctx);
@@ -256,6 +271,7 @@ impl<D: Domain> Handler<ChildExited> for DomainSupervisor<D> {
                 self.readers.remove(stream);
             }
             Child::Relay => self.relay = None,
+            Child::Timers => self.timers = None,
         }
         let domain = self.ctx.name();
         if self.stopping {
@@ -468,6 +484,13 @@ async fn measure_once<D: Domain>(
     .await
     .map_err(|e| error_chain(&e))?;
     metrics::gauge!(OUTBOX_BACKLOG, "domain" => ctx.name()).set(backlog as f64);
+    let now = ctx.clock.now();
+    let due = within(&ctx.db, ctx.commit_timeout, async |conn| {
+        timers::backlog(conn, ctx.name(), now).await
+    })
+    .await
+    .map_err(|e| error_chain(&e))?;
+    metrics::gauge!(TIMERS_DUE, "domain" => ctx.name()).set(due as f64);
     if let Err(e) = prune_retained(ctx).await {
         // Retried next round; an outage is already named by readiness.
         if e.is_outage() {

@@ -134,6 +134,19 @@ pub fn apply_event<D: Domain>(
     Ok(applied)
 }
 
+/// Applies a durable timer's payload to a copy of the target entity.
+pub fn apply_timer<D: Domain>(
+    domain: &D,
+    limits: &Limits,
+    target: Target<'_, D::State>,
+    timer: D::Timer,
+) -> Result<Applied<D::State>, Failure> {
+    let (applied, ()) = run::<D, _>(limits, target, |state, ctx| {
+        domain.on_timer(state, timer, ctx)
+    })?;
+    Ok(applied)
+}
+
 /// Applies `command` to a copy of the target entity and returns the reply with the result.
 pub fn apply_command<D: Domain>(
     domain: &D,
@@ -149,7 +162,7 @@ pub fn apply_command<D: Domain>(
 fn run<D: Domain, R>(
     limits: &Limits,
     target: Target<'_, D::State>,
-    f: impl FnOnce(&mut D::State, &mut Context<D::Output>) -> Result<R, DomainError>,
+    f: impl FnOnce(&mut D::State, &mut Context<D::Output, D::Timer>) -> Result<R, DomainError>,
 ) -> Result<(Applied<D::State>, R), Failure> {
     let Target {
         key,
@@ -171,6 +184,23 @@ fn run<D: Domain, R>(
         })?;
         validate_key(&emitted.event_type, limits.max_key_bytes)
             .map_err(|e| Failure::Unstorable(format!("emitted event type {e}")))?;
+    }
+    for timer in &effects.timers {
+        validate_key(&timer.key, limits.max_key_bytes)
+            .map_err(|e| Failure::Unstorable(format!("timer for key that {e}")))?;
+        if json_has_nul(&timer.payload.to_string()) {
+            return Err(Failure::Unstorable(format!(
+                "timer payload {}",
+                Unstorable::Nul
+            )));
+        }
+        // Like a state: what is stored must load back when the timer fires, maybe much later.
+        serde_json::from_value::<D::Timer>(timer.payload.clone()).map_err(|e| {
+            Failure::Unstorable(format!(
+                "timer payload {}",
+                Unstorable::NoRoundTrip(e.to_string())
+            ))
+        })?;
     }
     let entity = Entity {
         state,

@@ -1,9 +1,12 @@
 //! What a handler sees and produces while it applies one input: the input's metadata, the
-//! time, and the effects (events to emit, notifications to send) committed with the state.
+//! time, and the effects (events to emit, timers to schedule or cancel, notifications to send)
+//! committed with the state.
 
+use std::fmt;
 use std::marker::PhantomData;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -22,18 +25,23 @@ pub enum Source {
     },
     /// A command from the HTTP API.
     Command,
+    /// A durable timer that came due ([`Context::schedule`]); the input's id is the timer's
+    /// and its timestamp when it was due.
+    Timer,
 }
 
 /// Metadata of the input being applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputMeta {
     /// The envelope's `id` (what deduplication goes by) for a stream entry; for a command, its
-    /// `Idempotency-Key` if it came with one, else an id made up for it.
+    /// `Idempotency-Key` if it came with one, else an id made up for it; for a timer, its
+    /// [`TimerId`].
     pub id: String,
     /// Stream entry or command.
     pub source: Source,
     /// When the input happened: the envelope's `ts` if the producer set one, else when Redis
-    /// received the entry (the time part of its id); for a command, when it was received.
+    /// received the entry (the time part of its id); for a command, when it was received; for
+    /// a timer, when it was due.
     pub timestamp: DateTime<Utc>,
     /// W3C trace context of the work the input causes (its producer's trace, a new span id).
     pub traceparent: String,
@@ -66,21 +74,68 @@ pub struct Notification {
     pub payload: Value,
 }
 
+/// The id of a durable timer, returned by [`Context::schedule`]: keep it in the state to
+/// [`cancel`](Context::cancel) the timer later.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct TimerId(String);
+
+impl TimerId {
+    /// A new, unique id (a UUID v7: unique across instances, roughly time-ordered).
+    fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The id as the runtime stores it (and as [`InputMeta::id`] of its firing).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for TimerId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for TimerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A durable timer a handler scheduled: stored with the input's effects, it fires once, when
+/// due, as an input to the entity `key` ([`Domain::on_timer`](super::Domain::on_timer)).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduledTimer {
+    /// Its id.
+    pub id: TimerId,
+    /// The entity it fires for.
+    pub key: String,
+    /// When it is due.
+    pub due: DateTime<Utc>,
+    /// The domain's `Timer` value, as JSON.
+    pub payload: Value,
+}
+
 /// What a handler may look at and produce while applying one input. `O` is the domain's
-/// output enum ([`Domain::Output`](super::Domain::Output)): a handler can emit nothing else.
+/// output enum ([`Domain::Output`](super::Domain::Output)): a handler can emit nothing else;
+/// `T` its timer payload ([`Domain::Timer`](super::Domain::Timer)).
 #[derive(Debug)]
-pub struct Context<O> {
+pub struct Context<O, T = super::NoEvents> {
     key: String,
     input: InputMeta,
     now: DateTime<Utc>,
     emitted: Vec<Emitted>,
     notifications: Vec<Notification>,
-    /// The first emitted event that did not serialize as an envelope; it fails the input.
+    timers: Vec<ScheduledTimer>,
+    cancelled: Vec<TimerId>,
+    /// The first emitted event or timer that did not serialize; it fails the input.
     unemittable: Option<String>,
-    _output: PhantomData<fn(O)>,
+    _output: PhantomData<fn(O, T)>,
 }
 
-impl<O: Serialize> Context<O> {
+impl<O: Serialize, T: Serialize> Context<O, T> {
     /// A context for `input`, addressed to `key`, handled at `now`.
     pub fn new(key: &str, input: InputMeta, now: DateTime<Utc>) -> Self {
         Self {
@@ -89,6 +144,8 @@ impl<O: Serialize> Context<O> {
             now,
             emitted: Vec::new(),
             notifications: Vec::new(),
+            timers: Vec::new(),
+            cancelled: Vec::new(),
             unemittable: None,
             _output: PhantomData,
         }
@@ -134,6 +191,50 @@ impl<O: Serialize> Context<O> {
         }
     }
 
+    /// Schedules a durable timer for the current key: `timer` is handed to
+    /// [`Domain::on_timer`](super::Domain::on_timer) once, `after` from [`now`](Self::now). The
+    /// timer is stored with this input's effects, so it exists exactly when they commit (an
+    /// input that fails schedules nothing), and it fires after a restart or a crash too.
+    pub fn schedule(&mut self, after: Duration, timer: T) -> TimerId {
+        let key = self.key.clone();
+        self.schedule_for(&key, after, timer)
+    }
+
+    /// Schedules a durable timer for another key of this domain (see [`schedule`](Self::schedule)).
+    pub fn schedule_for(&mut self, key: &str, after: Duration, timer: T) -> TimerId {
+        let id = TimerId::generate();
+        let due = TimeDelta::from_std(after)
+            .ok()
+            .and_then(|after| self.now.checked_add_signed(after));
+        match (due, serde_json::to_value(&timer)) {
+            (Some(due), Ok(payload)) => self.timers.push(ScheduledTimer {
+                id: id.clone(),
+                key: key.to_owned(),
+                due,
+                payload,
+            }),
+            (None, _) => {
+                self.unemittable
+                    .get_or_insert(format!("timer due {after:?} from now is out of range"));
+            }
+            (_, Err(e)) => {
+                self.unemittable.get_or_insert(format!("timer: {e}"));
+            }
+        }
+        id
+    }
+
+    /// Cancels a timer scheduled earlier (by this input or an earlier one, for any key), with
+    /// this input's effects: once they commit, it does not fire. Cancelling a timer that fired
+    /// already, or was cancelled, does nothing.
+    pub fn cancel(&mut self, timer: &TimerId) {
+        let before = self.timers.len();
+        self.timers.retain(|t| &t.id != timer);
+        if self.timers.len() == before {
+            self.cancelled.push(timer.clone());
+        }
+    }
+
     /// Notifies WebSocket subscribers of `topic`.
     pub fn notify(&mut self, topic: &str, payload: Value) {
         self.notifications.push(Notification {
@@ -142,8 +243,8 @@ impl<O: Serialize> Context<O> {
         });
     }
 
-    /// Consumes the context, returning what was emitted and notified, or why an emitted
-    /// event cannot be published.
+    /// Consumes the context, returning what was emitted, scheduled, cancelled and notified, or
+    /// why an emitted event or a timer cannot be stored.
     pub fn into_effects(self) -> Result<Effects, String> {
         if let Some(reason) = self.unemittable {
             return Err(reason);
@@ -151,6 +252,8 @@ impl<O: Serialize> Context<O> {
         Ok(Effects {
             emitted: self.emitted,
             notifications: self.notifications,
+            timers: self.timers,
+            cancelled: self.cancelled,
         })
     }
 }
@@ -175,4 +278,8 @@ pub struct Effects {
     pub emitted: Vec<Emitted>,
     /// Notifications for WebSocket clients.
     pub notifications: Vec<Notification>,
+    /// Durable timers scheduled.
+    pub timers: Vec<ScheduledTimer>,
+    /// Timers (scheduled by earlier inputs) cancelled.
+    pub cancelled: Vec<TimerId>,
 }

@@ -2,8 +2,8 @@
 //!
 //! A domain is plain Rust. It names the streams it consumes, keeps a state per
 //! entity key, and applies one input (a stream event, or a command from HTTP) to one entity's
-//! state at a time, returning effects: events to emit on `<domain>.events` and notifications
-//! for WebSocket clients. Events in and out are typed enums: the envelope types a domain
+//! state at a time, returning effects: events to emit on `<domain>.events`, durable timers to
+//! schedule or cancel, and notifications for WebSocket clients. Events in and out are typed enums: the envelope types a domain
 //! consumes and emits are read from them ([`EventCatalogue`]), never listed by hand.
 //! Nothing here knows about actix, Redis or Postgres; the runtime
 //! (`crate::actors`, `crate::streams`, `crate::store`) does the rest.
@@ -35,6 +35,7 @@
 //!     type State = Counter;
 //!     type Event = CounterEvent;
 //!     type Output = CounterOutput;
+//!     type Timer = troupe::domain::NoEvents;
 //!     type Command = std::convert::Infallible;
 //!     type Reply = ();
 //!
@@ -71,9 +72,13 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use apply::{Applied, Failure, Target, apply_command, apply_event, decode_event, route};
+pub use apply::{
+    Applied, Failure, Target, apply_command, apply_event, apply_timer, decode_event, route,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use context::{Context, Effects, Emitted, InputMeta, Notification, Source};
+pub use context::{
+    Context, Effects, Emitted, InputMeta, Notification, ScheduledTimer, Source, TimerId,
+};
 pub use envelope::{Envelope, MalformedEntry};
 pub use event_types::{EventCatalogue, NoEvents, NotAnEventEnum, event_types};
 pub use keys::{InvalidKey, validate_key};
@@ -91,6 +96,11 @@ pub trait Domain: Send + Sync + 'static {
     /// emit values of it, so a type it does not declare cannot be emitted. [`NoEvents`] for
     /// a domain that emits nothing.
     type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// What a durable timer carries ([`Context::schedule`]), handed to [`Domain::on_timer`]
+    /// when it fires. Stored as JSON until then, so it must load back after a restart (keep
+    /// old variants readable while timers of them may be pending). [`NoEvents`] for a domain
+    /// that schedules none.
+    type Timer: Serialize + DeserializeOwned + Send + 'static;
     /// Commands this domain answers from HTTP (use `std::convert::Infallible` for none).
     type Command: Send + 'static;
     /// The reply to a command. Serializable, because the reply of a command sent with an
@@ -119,8 +129,27 @@ pub trait Domain: Send + Sync + 'static {
         &self,
         state: &mut Self::State,
         event: Self::Event,
-        ctx: &mut Context<Self::Output>,
+        ctx: &mut Context<Self::Output, Self::Timer>,
     ) -> Result<(), DomainError>;
+
+    /// Applies a durable timer that came due to the entity it was scheduled for, once: it is
+    /// an input like an event (the same per-key order, its effects committed with the timer's
+    /// removal, exactly once also across crashes), whose id is the [`TimerId`] and whose
+    /// timestamp is when it was due. A failure is retried with backoff; after `max_deliveries`
+    /// failures, or at once for [`DomainError::Invalid`], the timer is set aside as dead (kept
+    /// in `troupe_timer` with the reason, and counted). Optional for domains without timers.
+    fn on_timer(
+        &self,
+        state: &mut Self::State,
+        timer: Self::Timer,
+        ctx: &mut Context<Self::Output, Self::Timer>,
+    ) -> Result<(), DomainError> {
+        let _ = (state, timer, ctx);
+        Err(DomainError::Invalid(format!(
+            "domain {} handles no timers",
+            self.name()
+        )))
+    }
 
     /// Applies one command from HTTP to one entity's state and returns the reply. Its effects
     /// commit exactly like an event's before the reply is sent. Optional: a domain fed only by
@@ -129,7 +158,7 @@ pub trait Domain: Send + Sync + 'static {
         &self,
         state: &mut Self::State,
         command: Self::Command,
-        ctx: &mut Context<Self::Output>,
+        ctx: &mut Context<Self::Output, Self::Timer>,
     ) -> Result<Self::Reply, DomainError> {
         let _ = (state, command, ctx);
         Err(DomainError::Invalid(format!(

@@ -4,7 +4,9 @@
 //!
 //! Time stands still unless the test moves it: handlers see [`Context::now`] from the kit's
 //! [`ManualClock`], which starts at [`TestKit::START`]; an event's timestamp is its `ts` if the
-//! test gave one ([`TestEvent::at`]), else the clock's time.
+//! test gave one ([`TestEvent::at`]), else the clock's time. Durable timers the handlers
+//! schedule wait in the kit ([`TestKit::timers`]) until the test moves the clock past them and
+//! fires them ([`TestKit::fire_due`]), as the runtime's poller would.
 //!
 //! [`Context::now`]: super::Context::now
 //!
@@ -28,7 +30,8 @@ use serde_json::Value;
 use super::envelope::child_traceparent;
 use super::{
     Clock, Domain, Effects, Entity, EventCatalogue, Failure, InputMeta, MalformedEntry,
-    ManualClock, OtherTypes, Source, Target, apply_command, apply_event, decode_event, route,
+    ManualClock, OtherTypes, ScheduledTimer, Source, Target, apply_command, apply_event,
+    apply_timer, decode_event, route,
 };
 use crate::domain::keys::Limits;
 
@@ -82,6 +85,10 @@ pub enum TestFailure {
     /// dead-letter it at once if [`Failure::is_permanent`], otherwise retry it first.
     #[error(transparent)]
     Failed(#[from] Failure),
+    /// A timer's stored payload does not decode as the domain's `Timer` type; the runtime
+    /// would set the timer aside as dead.
+    #[error("timer payload does not decode: {0}")]
+    UndecodableTimer(String),
 }
 
 /// An in-memory harness for one domain.
@@ -94,6 +101,8 @@ pub struct TestKit<D: Domain> {
     limits: Limits,
     entities: BTreeMap<String, Entity<D::State>>,
     clock: ManualClock,
+    /// Timers scheduled and not yet fired or cancelled, in the order they were scheduled.
+    timers: Vec<ScheduledTimer>,
     /// Inputs given so far, for made-up ids and stream entry ids.
     inputs: u64,
 }
@@ -127,6 +136,7 @@ impl<D: Domain> TestKit<D> {
             limits: Limits::default(),
             entities: BTreeMap::new(),
             clock: ManualClock::starting_at(Self::START),
+            timers: Vec::new(),
             inputs: 0,
         }
     }
@@ -193,7 +203,63 @@ impl<D: Domain> TestKit<D> {
         };
         let applied = apply_event(&self.domain, &self.limits, target, decoded)?;
         self.entities.insert(key, applied.entity);
-        Ok(applied.effects)
+        Ok(self.track(applied.effects))
+    }
+
+    /// Keeps the timers `effects` schedule, drops those it cancels.
+    fn track(&mut self, effects: Effects) -> Effects {
+        self.timers
+            .retain(|timer| !effects.cancelled.contains(&timer.id));
+        self.timers.extend(effects.timers.iter().cloned());
+        effects
+    }
+
+    /// The timers scheduled and not yet fired or cancelled, in the order they were scheduled.
+    pub fn timers(&self) -> &[ScheduledTimer] {
+        &self.timers
+    }
+
+    /// Fires, earliest first, every timer due by the clock (including those that firings
+    /// schedule due by then), each as the runtime would ([`Domain::on_timer`]), and returns
+    /// their effects in firing order. Stops at the first that fails, which stays scheduled
+    /// (the runtime would try it again later) and nothing of which is applied.
+    pub fn fire_due(&mut self) -> Result<Vec<Effects>, TestFailure> {
+        let mut fired = Vec::new();
+        loop {
+            let now = self.clock.now();
+            // The earliest due; among equals, the first scheduled.
+            let next = self
+                .timers
+                .iter()
+                .enumerate()
+                .filter(|(_, timer)| timer.due <= now)
+                .min_by_key(|(position, timer)| (timer.due, *position))
+                .map(|(position, _)| position);
+            let Some(position) = next else {
+                return Ok(fired);
+            };
+            let timer = self.timers[position].clone();
+            let payload: D::Timer = serde_json::from_value(timer.payload.clone())
+                .map_err(|e| TestFailure::UndecodableTimer(e.to_string()))?;
+            self.inputs += 1;
+            let input = InputMeta {
+                id: timer.id.to_string(),
+                source: Source::Timer,
+                timestamp: timer.due,
+                traceparent: child_traceparent(None),
+            };
+            let current = self.entities.get(&timer.key).cloned().unwrap_or_default();
+            let target = Target {
+                key: &timer.key,
+                entity: &current,
+                input: &input,
+                now,
+            };
+            let applied = apply_timer(&self.domain, &self.limits, target, payload)?;
+            self.timers.remove(position);
+            self.entities.insert(timer.key, applied.entity);
+            fired.push(self.track(applied.effects));
+        }
     }
 
     /// Executes a command as the runtime would and returns its reply and effects.
@@ -219,7 +285,7 @@ impl<D: Domain> TestKit<D> {
         };
         let (applied, reply) = apply_command(&self.domain, &self.limits, target, command)?;
         self.entities.insert(key.to_owned(), applied.entity);
-        Ok((reply, applied.effects))
+        Ok((reply, self.track(applied.effects)))
     }
 
     /// The state of `key`, if any input was applied to it.
@@ -239,7 +305,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::{Context, DomainError, NoEvents, Subscription};
+    use crate::domain::{Context, DomainError, NoEvents, Subscription, TimerId};
 
     /// Remembers what its handler saw.
     struct Recorder;
@@ -267,6 +333,7 @@ mod tests {
             source: match &input.source {
                 Source::Stream { stream, entry_id } => format!("{stream} {entry_id}"),
                 Source::Command => "command".into(),
+                Source::Timer => "timer".into(),
             },
             timestamp: Some(input.timestamp),
             now: Some(ctx.now()),
@@ -278,6 +345,7 @@ mod tests {
         type State = Seen;
         type Event = Ping;
         type Output = NoEvents;
+        type Timer = NoEvents;
         type Command = ();
         type Reply = ();
 
@@ -314,6 +382,7 @@ mod tests {
         type State = Seen;
         type Event = Ping;
         type Output = NoEvents;
+        type Timer = NoEvents;
         type Command = ();
         type Reply = ();
 
@@ -350,6 +419,7 @@ mod tests {
         type State = Seen;
         type Event = Ping;
         type Output = BadOutput;
+        type Timer = NoEvents;
         type Command = std::convert::Infallible;
         type Reply = ();
 
@@ -371,6 +441,224 @@ mod tests {
         }
     }
 
+    /// Rings after a delay, unless cancelled; a ring may ask to ring again.
+    struct Reminders;
+
+    #[derive(Clone, Default, Serialize, Deserialize)]
+    struct Reminder {
+        pending: Option<TimerId>,
+        rings: Vec<(String, String, DateTime<Utc>, DateTime<Utc>)>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum ReminderEvent {
+        #[serde(rename = "reminder.set")]
+        Set {
+            after_secs: u64,
+            label: String,
+            #[serde(default)]
+            again_secs: Option<u64>,
+            #[serde(default)]
+            fail: bool,
+        },
+        #[serde(rename = "reminder.cancelled")]
+        Cancelled {},
+    }
+
+    #[derive(Serialize, Deserialize)]
+    enum Ring {
+        Ring {
+            label: String,
+            again_secs: Option<u64>,
+        },
+    }
+
+    impl Domain for Reminders {
+        type State = Reminder;
+        type Event = ReminderEvent;
+        type Output = NoEvents;
+        type Timer = Ring;
+        type Command = std::convert::Infallible;
+        type Reply = ();
+
+        fn name(&self) -> &'static str {
+            "reminders"
+        }
+        fn subscriptions(&self) -> Vec<Subscription> {
+            vec![Subscription::new("reminders.input")]
+        }
+        fn handle(
+            &self,
+            state: &mut Reminder,
+            event: ReminderEvent,
+            ctx: &mut Context<NoEvents, Ring>,
+        ) -> Result<(), DomainError> {
+            match event {
+                ReminderEvent::Set {
+                    after_secs,
+                    label,
+                    again_secs,
+                    fail,
+                } => {
+                    let ring = Ring::Ring { label, again_secs };
+                    let id = ctx.schedule(Duration::from_secs(after_secs), ring);
+                    if fail {
+                        return Err(DomainError::Failed("refused after scheduling".into()));
+                    }
+                    state.pending = Some(id);
+                }
+                ReminderEvent::Cancelled {} => {
+                    if let Some(id) = state.pending.take() {
+                        ctx.cancel(&id);
+                    }
+                }
+            }
+            Ok(())
+        }
+        fn on_timer(
+            &self,
+            state: &mut Reminder,
+            timer: Ring,
+            ctx: &mut Context<NoEvents, Ring>,
+        ) -> Result<(), DomainError> {
+            let Ring::Ring { label, again_secs } = timer;
+            assert_eq!(ctx.input().source, Source::Timer);
+            state.rings.push((
+                label.clone(),
+                ctx.input().id.clone(),
+                ctx.input().timestamp,
+                ctx.now(),
+            ));
+            state.pending = None;
+            if let Some(again) = again_secs {
+                let ring = Ring::Ring {
+                    label,
+                    again_secs: None,
+                };
+                state.pending = Some(ctx.schedule(Duration::from_secs(again), ring));
+            }
+            Ok(())
+        }
+    }
+
+    fn set(after_secs: u64, label: &str) -> TestEvent {
+        event(
+            "K",
+            "reminder.set",
+            json!({"after_secs": after_secs, "label": label}),
+        )
+    }
+
+    #[test]
+    fn a_timer_fires_once_when_due_as_an_input_carrying_its_id_and_due_time() {
+        let mut kit = TestKit::new(Reminders);
+        let start = TestKit::<Reminders>::START;
+        let effects = kit.when(set(60, "tea")).unwrap();
+        let [scheduled] = effects.timers.as_slice() else {
+            panic!("{effects:?}");
+        };
+        assert_eq!(scheduled.due, start + chrono::TimeDelta::seconds(60));
+        assert_eq!(scheduled.key, "K");
+        assert_eq!(kit.timers().len(), 1);
+
+        assert!(kit.fire_due().unwrap().is_empty(), "not due yet");
+        kit.advance(Duration::from_secs(59));
+        assert!(kit.fire_due().unwrap().is_empty(), "not due yet");
+        kit.advance(Duration::from_secs(3));
+        assert_eq!(kit.fire_due().unwrap().len(), 1);
+        let rings = &kit.state("K").unwrap().rings;
+        assert_eq!(
+            rings.as_slice(),
+            [(
+                "tea".to_owned(),
+                scheduled.id.to_string(),
+                scheduled.due,
+                start + chrono::TimeDelta::seconds(62)
+            )],
+            "the input's id is the timer's, its timestamp when it was due, now the clock's"
+        );
+        assert_eq!(kit.entity("K").unwrap().version, 2, "a firing is an input");
+        assert!(kit.fire_due().unwrap().is_empty(), "fired once");
+        assert!(kit.timers().is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_timer_never_fires() {
+        let mut kit = TestKit::new(Reminders);
+        kit.when(set(60, "tea")).unwrap();
+        let effects = kit
+            .when(event("K", "reminder.cancelled", json!({})))
+            .unwrap();
+        assert_eq!(effects.cancelled.len(), 1);
+        assert!(kit.timers().is_empty());
+        kit.advance(Duration::from_secs(3600));
+        assert!(kit.fire_due().unwrap().is_empty());
+        assert!(kit.state("K").unwrap().rings.is_empty());
+    }
+
+    #[test]
+    fn an_input_that_fails_schedules_nothing() {
+        let mut kit = TestKit::new(Reminders);
+        let failed = event(
+            "K",
+            "reminder.set",
+            json!({"after_secs": 1, "label": "x", "fail": true}),
+        );
+        assert!(kit.when(failed).is_err());
+        assert!(kit.timers().is_empty());
+    }
+
+    #[test]
+    fn due_timers_fire_earliest_first_including_those_firings_schedule() {
+        let mut kit = TestKit::new(Reminders);
+        let start = TestKit::<Reminders>::START;
+        let at = |secs| start + chrono::TimeDelta::seconds(secs);
+        kit.when(set(30, "late")).unwrap();
+        kit.when(set(20, "soon")).unwrap();
+        kit.when(event(
+            "J",
+            "reminder.set",
+            json!({"after_secs": 10, "label": "early", "again_secs": 5}),
+        ))
+        .unwrap();
+        kit.advance(Duration::from_secs(12));
+        assert_eq!(kit.fire_due().unwrap().len(), 1, "only J's is due");
+        // Its firing, at 12 s, scheduled a repeat due at 17 s.
+        kit.advance(Duration::from_secs(18));
+        assert_eq!(kit.fire_due().unwrap().len(), 3);
+        let rings = |key| -> Vec<(String, DateTime<Utc>)> {
+            kit.state(key)
+                .unwrap()
+                .rings
+                .iter()
+                .map(|r| (r.0.clone(), r.2))
+                .collect()
+        };
+        assert_eq!(
+            rings("J"),
+            [("early".to_owned(), at(10)), ("early".to_owned(), at(17))]
+        );
+        assert_eq!(
+            rings("K"),
+            [("soon".to_owned(), at(20)), ("late".to_owned(), at(30))],
+            "earliest first, not in the order they were scheduled"
+        );
+        assert!(kit.timers().is_empty());
+    }
+
+    #[test]
+    fn a_timer_whose_payload_postgres_cannot_store_fails_its_input_for_good() {
+        let mut kit = TestKit::new(Reminders);
+        let failed = kit.when(set(1, "nul\0")).unwrap_err();
+        let TestFailure::Failed(failure @ Failure::Unstorable(reason)) = &failed else {
+            panic!("{failed:?}");
+        };
+        assert!(failure.is_permanent());
+        assert!(reason.contains("timer payload"), "{reason}");
+        assert!(kit.timers().is_empty());
+    }
+
     #[test]
     fn an_event_that_cannot_be_an_envelope_fails_the_input_for_good_and_emits_nothing() {
         let mut kit = TestKit::new(BadEmitter);
@@ -390,6 +678,7 @@ mod tests {
         type State = Seen;
         type Event = Ping;
         type Output = Value;
+        type Timer = NoEvents;
         type Command = std::convert::Infallible;
         type Reply = ();
 

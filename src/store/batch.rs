@@ -6,6 +6,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use super::commands::{self, CommandRecord};
 use super::entities::{self, EntityWrite};
 use super::outbox::{self, NewOutboxEvent};
+use super::timers::{self, NewTimer};
 use super::{StoreError, applied};
 
 /// What one unit of work commits.
@@ -23,9 +24,16 @@ pub struct BatchCommit<'a> {
     pub output_stream: &'a str,
     /// Events emitted by the unit.
     pub events: Vec<NewOutboxEvent>,
+    /// Ids of the durable timers this unit fires (also in `applied`): removed with it, and if
+    /// one is gone already the unit fails with [`StoreError::AlreadyApplied`] naming it.
+    pub fired_timers: Vec<&'a str>,
+    /// Durable timers the unit's inputs scheduled.
+    pub timers: Vec<NewTimer>,
+    /// Durable timers the unit's inputs cancelled.
+    pub cancelled_timers: Vec<&'a str>,
 }
 
-/// Writes the applied-input records, states and emitted events atomically. Inputs recorded
+/// Writes the applied-input records, states, emitted events and timers atomically. Inputs recorded
 /// already roll everything back with [`StoreError::AlreadyApplied`] naming them.
 #[tracing::instrument(skip_all, fields(domain = batch.domain, inputs = batch.applied.len(), entities = batch.entities.len(), events = batch.events.len()))]
 pub async fn commit(
@@ -62,6 +70,7 @@ async fn write(conn: &mut AsyncPgConnection, batch: &BatchCommit<'_>) -> Result<
     conn.transaction::<_, StoreError, _>(async |tx| {
         // First, so a duplicate costs as little as possible before the rollback.
         applied::record(tx, batch.domain, &batch.applied).await?;
+        timers::take_fired(tx, batch.domain, &batch.fired_timers).await?;
         if let Some(command) = &batch.command
             && !commands::record(tx, batch.domain, command).await?
         {
@@ -69,6 +78,8 @@ async fn write(conn: &mut AsyncPgConnection, batch: &BatchCommit<'_>) -> Result<
         }
         entities::upsert(tx, batch.domain, &batch.entities).await?;
         outbox::append(tx, batch.domain, batch.output_stream, &batch.events).await?;
+        timers::schedule(tx, batch.domain, &batch.timers).await?;
+        timers::cancel(tx, batch.domain, &batch.cancelled_timers).await?;
         Ok(())
     })
     .await

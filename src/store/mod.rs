@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod pool;
 pub mod retention;
 pub mod schema;
+pub mod timers;
 
 pub use pool::{DbConn, DbPool};
 

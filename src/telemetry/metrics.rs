@@ -57,6 +57,13 @@ pub const ENTITIES_IN_MEMORY: &str = "troupe_entities_in_memory";
 pub const ENTITY_LOADS_TOTAL: &str = "troupe_entity_loads_total";
 /// Counter: entities evicted from memory, by `domain` and `reason` (`idle`, `capacity`).
 pub const ENTITY_EVICTIONS_TOTAL: &str = "troupe_entity_evictions_total";
+/// Counter: durable timers by `domain` and `outcome` (`scheduled`, `cancelled`, `fired`,
+/// `retried`: a firing failed and is tried again later, `dead`: set aside for good).
+pub const TIMERS_TOTAL: &str = "troupe_timers_total";
+/// Histogram: how long after it was due a timer's firing committed, by `domain`.
+pub const TIMER_LATENESS_SECONDS: &str = "troupe_timer_lateness_seconds";
+/// Gauge: live timers due and not yet fired, by `domain`.
+pub const TIMERS_DUE: &str = "troupe_timers_due";
 
 /// Route label for requests that matched no route, so unknown paths cannot grow the label set.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -175,6 +182,16 @@ fn describe() {
         ENTITY_LOADS_TOTAL,
         "Entities loaded from Postgres on first use."
     );
+    metrics::describe_counter!(
+        TIMERS_TOTAL,
+        "Durable timers by outcome (scheduled, cancelled, fired, retried, dead)."
+    );
+    metrics::describe_histogram!(
+        TIMER_LATENESS_SECONDS,
+        metrics::Unit::Seconds,
+        "How long after it was due a timer's firing committed."
+    );
+    metrics::describe_gauge!(TIMERS_DUE, "Live timers due and not yet fired.");
     metrics::describe_counter!(
         ENTITY_EVICTIONS_TOTAL,
         "Entities evicted from memory, by reason (idle, capacity)."

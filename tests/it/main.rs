@@ -21,4 +21,5 @@ mod residency;
 mod routing;
 mod stale_state;
 mod supervision;
+mod timers;
 mod trimming;

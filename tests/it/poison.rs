@@ -192,6 +192,7 @@ impl Domain for Notes {
     type State = Note;
     type Event = NoteEvent;
     type Output = NoEvents;
+    type Timer = NoEvents;
     type Command = std::convert::Infallible;
     type Reply = ();
 

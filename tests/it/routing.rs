@@ -31,6 +31,7 @@ impl Domain for Ledger {
     type State = Paid;
     type Event = LedgerEvent;
     type Output = NoEvents;
+    type Timer = NoEvents;
     type Command = std::convert::Infallible;
     type Reply = ();
 

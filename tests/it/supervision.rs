@@ -30,6 +30,7 @@ impl Domain for Tally {
     type State = Count;
     type Event = TallyEvent;
     type Output = NoEvents;
+    type Timer = NoEvents;
     type Command = std::convert::Infallible;
     type Reply = ();
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::domain::{Context, Domain, DomainError, Subscription};
+use crate::domain::{Context, Domain, DomainError, NoEvents, Subscription};
 
 /// The input stream.
 pub const ADJUSTMENTS_STREAM: &str = "inventory.adjustments";
@@ -88,6 +88,7 @@ impl Domain for Inventory {
     type State = Stock;
     type Event = InventoryEvent;
     type Output = InventoryOutput;
+    type Timer = NoEvents;
     type Command = InventoryCommand;
     type Reply = Stock;
 
