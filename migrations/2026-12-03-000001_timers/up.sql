@@ -14,8 +14,10 @@ CREATE TABLE troupe_timer (
     payload     JSONB       NOT NULL,
     traceparent TEXT,
     -- Set when the timer failed for good (max_deliveries, or refused as invalid); it no
-    -- longer fires. Kept for the operator, with the reason.
+    -- longer fires. Kept for the operator, with the reason, for
+    -- runtime.dead_letter_retention_seconds after dead_at.
     dead_reason TEXT,
+    dead_at     TIMESTAMPTZ,
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (domain, timer_id)
 );

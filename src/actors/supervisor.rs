@@ -357,8 +357,8 @@ impl<D: Domain> Handler<Shutdown> for DomainSupervisor<D> {
 const PRUNE_BATCH: i64 = 5_000;
 
 /// Deletes records past their retention window — applied-input ids and command replies
-/// (`runtime.dedupe_window_seconds`), published outbox rows (`runtime.outbox_retention_seconds`)
-/// — in statements of [`PRUNE_BATCH`] rows, each bounded by the commit timeout, for at most
+/// (`runtime.dedupe_window_seconds`), published outbox rows (`runtime.outbox_retention_seconds`),
+/// dead timers (`runtime.dead_letter_retention_seconds`) — in statements of [`PRUNE_BATCH`] rows, each bounded by the commit timeout, for at most
 /// half a stats interval per round (enough to outpace ~100,000 inputs/s; a backlog is caught up
 /// over the following rounds).
 async fn prune_retained<D: Domain>(ctx: &DomainContext<D>) -> Result<(), StoreError> {
@@ -370,6 +370,10 @@ async fn prune_retained<D: Domain>(ctx: &DomainContext<D>) -> Result<(), StoreEr
         (
             Retained::PublishedEvents,
             ctx.runtime.outbox_retention_seconds,
+        ),
+        (
+            Retained::DeadTimers,
+            ctx.runtime.dead_letter_retention_seconds,
         ),
     ];
     for (kind, window) in kinds {

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
@@ -18,6 +19,7 @@ use actix::{
 use tokio::sync::Notify;
 
 use super::ask::{AskError, ask};
+use super::backoff::Backoff;
 use super::context::DomainContext;
 use super::processor::{FireTimers, ProcessError, Processor, TimerReport};
 use super::supervisor::{Child, ChildExited};
@@ -25,6 +27,7 @@ use crate::domain::Domain;
 use crate::store::StoreError;
 use crate::store::pool::within;
 use crate::store::timers;
+use crate::telemetry::error_chain;
 
 /// Why the timer poller stopped.
 #[derive(Debug, thiserror::Error)]
@@ -148,15 +151,42 @@ async fn run<D: Domain>(
     let mut progressed = false;
     let result = async {
         tracing::debug!(domain = ctx.name(), "timer poller started");
-        while !stop.load(Ordering::SeqCst) {
-            let round = poll_once(&ctx, &processor).await?;
-            // A round that answered is working (resets the poller's restart backoff).
-            progressed = true;
-            let full = round
-                .is_some_and(|r| r.fired + r.gone + r.retried + r.dead >= ctx.runtime.timer_batch);
+        let mut full = false;
+        let mut retry = Backoff::new(
+            Duration::from_millis(ctx.runtime.backoff_initial_ms),
+            Duration::from_millis(ctx.runtime.backoff_max_ms),
+        );
+        loop {
+            // Waits first, also before the first round: the readers, the relay and the stats
+            // loop all take their first connections when the domain starts, and a poll at the
+            // same moment would only add to that burst.
             if !full {
                 let _ = tokio::time::timeout(ctx.runtime.timer_poll(), wakeup.notified()).await;
             }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let round = match poll_once(&ctx, &processor).await {
+                Ok(round) => {
+                    retry.reset();
+                    round
+                }
+                // Postgres unreachable, or slow to give a connection: the timers wait in it, so
+                // nothing is lost by trying again here, without a restart (readiness already
+                // names an unreachable database).
+                Err(e) if e.is_outage() => {
+                    let delay = retry.next_delay();
+                    tracing::warn!(domain = ctx.name(), error = %error_chain(&e), delay_ms = delay.as_millis() as u64, "could not look for due timers; trying again");
+                    tokio::time::sleep(delay).await;
+                    full = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // A round that answered is working (resets the poller's restart backoff).
+            progressed = true;
+            full = round
+                .is_some_and(|r| r.fired + r.gone + r.retried + r.dead >= ctx.runtime.timer_batch);
         }
         tracing::debug!(domain = ctx.name(), "timer poller stopped");
         Ok(())

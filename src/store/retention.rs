@@ -1,5 +1,5 @@
 //! Age-based pruning of the records Troupe keeps for a window: applied-input ids, command
-//! replies and published outbox rows. Each call is one statement deleting at most `limit`
+//! replies, published outbox rows and dead timers. Each call is one statement deleting at most `limit`
 //! rows, so pruning a large backlog never holds locks or a connection for long.
 
 use diesel::sql_types::{Int8, Text};
@@ -19,6 +19,9 @@ pub enum Retained {
     /// relay can tell from a gap; the newest published row is always kept: the relay checks
     /// Redis's marker against it.
     PublishedEvents,
+    /// `troupe_timer` rows set aside as dead (they no longer fire), kept for the operator like
+    /// dead letters.
+    DeadTimers,
 }
 
 impl Retained {
@@ -47,6 +50,13 @@ impl Retained {
                                 WHERE domain = $1 AND published_at IS NOT NULL) \
                    ORDER BY seq LIMIT $3))"
             }
+            Retained::DeadTimers => {
+                "DELETE FROM troupe_timer WHERE ctid = ANY(ARRAY( \
+                   SELECT ctid FROM troupe_timer \
+                   WHERE domain = $1 AND dead_reason IS NOT NULL \
+                     AND dead_at < now() - make_interval(secs => $2::float8) \
+                   LIMIT $3))"
+            }
         }
     }
 
@@ -56,6 +66,7 @@ impl Retained {
             Retained::AppliedInputs => "applied_inputs",
             Retained::CommandReplies => "command_replies",
             Retained::PublishedEvents => "published_events",
+            Retained::DeadTimers => "dead_timers",
         }
     }
 }

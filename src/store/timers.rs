@@ -187,7 +187,7 @@ pub async fn bury(
     reason: &str,
 ) -> Result<(), StoreError> {
     diesel::sql_query(
-        "UPDATE troupe_timer SET attempts = attempts + 1, dead_reason = $3 \
+        "UPDATE troupe_timer SET attempts = attempts + 1, dead_reason = $3, dead_at = now() \
          WHERE domain = $1 AND timer_id = $2",
     )
     .bind::<Text, _>(domain)

@@ -227,7 +227,7 @@ async fn thousands_of_timers_due_at_once_each_fire_exactly_once() {
     let domain = start_domain(Reminders, &app.settings, &redis)
         .await
         .unwrap();
-    let (keys, per_key): (u32, u32) = (100, 20);
+    let (keys, per_key): (u32, u32) = (50, 20);
     for k in 0..keys {
         let data = format!(r#"{{"after_ms": 1000, "count": {per_key}}}"#);
         set(&app, &format!("s{k}"), &format!("k{k}"), &data).await;
@@ -319,4 +319,39 @@ async fn firing_a_timer_that_is_gone_commits_nothing() {
         .sql_i64("SELECT count(*)::int8 AS v FROM troupe_applied_input WHERE domain = 'reminders'")
         .await;
     assert_eq!(recorded, 0, "rolled back");
+}
+
+#[actix_web::test]
+async fn dead_timers_are_pruned_after_the_dead_letter_retention() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| {
+            s.runtime.timer_poll_ms = 50;
+            s.runtime.max_deliveries = 1;
+            s.runtime.dead_letter_retention_seconds = 1;
+            s.runtime.stats_interval_ms = 200;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let redis = RedisClients::connect(&app.settings.redis).await.unwrap();
+    let domain = start_domain(Reminders, &app.settings, &redis)
+        .await
+        .unwrap();
+    set(&app, "s1", "bad", r#"{"after_ms": 50, "fail": true}"#).await;
+    eventually(Duration::from_secs(10), "the timer set aside", || async {
+        app.sql_i64(
+            "SELECT count(*)::int8 AS v FROM troupe_applied_input \
+             WHERE domain = 'reminders' AND input_id = 's1'",
+        )
+        .await
+            == 1
+            && stored_timers(&app).await == 1
+    })
+    .await;
+    eventually(Duration::from_secs(15), "the dead timer pruned", || async {
+        stored_timers(&app).await == 0
+    })
+    .await;
+    assert_eq!(rings(&app).await, 0, "it never fired");
+    domain.abort();
 }
