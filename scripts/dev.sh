@@ -140,7 +140,8 @@ CONF
     say "starting private postgres on port $PG_PORT (log: $log)"
     touch "$log"
     if [[ $(id -u) -eq 0 ]]; then chown postgres: "$log"; fi
-    as_pg "$bin/pg_ctl" -D "$real" -l "$log" -w -t 30 start >/dev/null \
+    # -p: a cluster initialised for another URL still listens where this one points.
+    as_pg "$bin/pg_ctl" -D "$real" -l "$log" -o "-p $PG_PORT" -w -t 30 start >/dev/null \
       || { tail -n 20 "$log" >&2; die "postgres did not start"; }
     head -n 1 "$real/postmaster.pid" >"$DEV/postgres.pid"
   fi
