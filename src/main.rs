@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let registry = troupe::shop::registry();
     let settings = match Settings::load(&cli.config_dir) {
         Ok(settings) => settings,
         Err(e) => {
@@ -22,6 +23,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = registry.check(&settings.domains.enabled) {
+        eprintln!("troupe: configuration error: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             println!("configuration OK\n{}", settings.redacted_summary());
@@ -38,7 +43,7 @@ fn main() -> ExitCode {
         Command::Serve => {
             troupe::telemetry::init_tracing(&settings.telemetry);
             report(actix_web::rt::System::new().block_on(async {
-                Application::build(settings)
+                Application::build(settings, registry)
                     .await?
                     .run_until_stopped()
                     .await?;

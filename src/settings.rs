@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domains;
-
 /// Prefix of the environment variables that override file settings (`TROUPE__HTTP__PORT`).
 pub const ENV_PREFIX: &str = "TROUPE";
 /// Environment variable that names the environment file layered over `default.toml`.
@@ -513,17 +511,9 @@ impl Settings {
         if self.domains.enabled.is_empty() {
             return invalid("domains.enabled", "lists no domain".into());
         }
+        // Which names exist is the registry's to say (`Registry::check`), at start-up.
         for name in &mut self.domains.enabled {
             *name = name.trim().to_owned();
-            if !domains::KNOWN.contains(&name.as_str()) {
-                return invalid(
-                    "domains.enabled",
-                    format!(
-                        "unknown domain {name:?} (known: {})",
-                        domains::KNOWN.join(", ")
-                    ),
-                );
-            }
         }
         self.instance.id = self.instance.id.trim().to_owned();
         if self.instance.id.is_empty() {

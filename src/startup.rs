@@ -2,18 +2,15 @@
 //! start on a random port.
 
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
-use crate::actors::handle::DomainHandle;
-use crate::actors::runtime::{RunningDomain, StartError, start_domain};
-use crate::domain::Domain;
-use crate::domains::inventory::Inventory;
 use crate::http::{self, AppState, request_telemetry};
+use crate::registry::{Registry, RegistryError, RunningDomains};
 use crate::settings::Settings;
 use crate::store::{self, StoreError};
 use crate::streams::{RedisClients, StreamError};
@@ -28,12 +25,9 @@ pub enum StartupError {
     /// Redis could not be reached.
     #[error(transparent)]
     Streams(#[from] StreamError),
-    /// A domain did not start.
+    /// `domains.enabled` names an unknown domain, or a domain did not start.
     #[error(transparent)]
-    Domain(#[from] StartError),
-    /// `domains.enabled` names a domain this binary does not have.
-    #[error("unknown domain {0:?}")]
-    UnknownDomain(String),
+    Domains(#[from] RegistryError),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -42,75 +36,6 @@ pub enum StartupError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-/// The domains this instance runs, as the HTTP layer and shutdown see them.
-pub struct RunningDomains {
-    /// The inventory domain, when enabled.
-    pub inventory: Option<DomainHandle<Inventory>>,
-    /// Logical names of every stream the running domains consume (for the dead-letter API).
-    pub streams: Vec<String>,
-    running: Mutex<Option<RunningSet>>,
-}
-
-#[derive(Default)]
-struct RunningSet {
-    inventory: Option<RunningDomain<Inventory>>,
-}
-
-impl RunningDomains {
-    async fn start(settings: &Settings, redis: &RedisClients) -> Result<Self, StartupError> {
-        let mut set = RunningSet::default();
-        let mut streams = Vec::new();
-        for name in &settings.domains.enabled {
-            match name.as_str() {
-                "inventory" => {
-                    let running = start_domain(Inventory, settings, redis).await?;
-                    streams.extend(Inventory.subscriptions().into_iter().map(|s| s.stream));
-                    set.inventory = Some(running);
-                }
-                other => return Err(StartupError::UnknownDomain(other.to_owned())),
-            }
-        }
-        Ok(Self {
-            inventory: set.inventory.as_ref().map(|r| r.handle.clone()),
-            streams,
-            running: Mutex::new(Some(set)),
-        })
-    }
-
-    /// Liveness of each running domain: `Err` once it failed for good.
-    pub fn statuses(&self) -> Vec<(&'static str, Result<(), String>)> {
-        let mut out = Vec::new();
-        if let Some(h) = &self.inventory {
-            out.push((h.name(), h.status().map_err(|e| e.to_string())));
-        }
-        out
-    }
-
-    /// Readiness of each running domain: `Err` while it has failed or is stalled.
-    pub fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
-        let mut out = Vec::new();
-        if let Some(h) = &self.inventory {
-            out.push((h.name(), h.readiness()));
-        }
-        out
-    }
-
-    /// Stops every domain at once (tests; a crash is equivalent).
-    pub fn abort(&self) {
-        let set = self.running.lock().ok().and_then(|mut r| r.take());
-        if let Some(inventory) = set.and_then(|s| s.inventory) {
-            inventory.abort();
-        }
-    }
-
-    async fn shutdown(&self, grace: Duration) {
-        let set = self.running.lock().ok().and_then(|mut r| r.take());
-        if let Some(inventory) = set.and_then(|s| s.inventory) {
-            inventory.shutdown(grace).await;
-        }
-    }
 }
 
 /// A built application, listening but not yet serving until [`Application::run_until_stopped`].
@@ -122,8 +47,11 @@ pub struct Application {
 }
 
 impl Application {
-    /// Runs the migrations, connects to Redis and Postgres, and binds the HTTP listener.
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+    /// Runs the migrations, connects to Redis and Postgres, starts the domains of
+    /// `registry` that `domains.enabled` names, and binds the HTTP listener.
+    pub async fn build(settings: Settings, registry: Registry) -> Result<Self, StartupError> {
+        // Before anything is touched: a name that is not registered is a configuration error.
+        registry.check(&settings.domains.enabled)?;
         let settings = Arc::new(settings);
         let applied = store::migrations::run(&settings.database.url).await?;
         if !applied.is_empty() {
@@ -144,7 +72,7 @@ impl Application {
             .map_err(|source| StartupError::Bind { address, source })?
             .port();
 
-        let domains = Arc::new(RunningDomains::start(&settings, &redis).await?);
+        let domains = Arc::new(registry.start(&settings, &redis).await?);
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             redis,
@@ -157,7 +85,7 @@ impl Application {
             App::new()
                 .wrap(from_fn(request_telemetry::track))
                 .app_data(state.clone())
-                .configure(|cfg| http::configure(cfg, json_limit))
+                .configure(|cfg| http::configure(cfg, json_limit, &registry))
         })
         .shutdown_timeout(settings.http.shutdown_grace_seconds)
         // actix-server's own handlers stop the whole actix System 300 ms after a signal, taking

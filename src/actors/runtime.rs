@@ -86,11 +86,19 @@ pub async fn start_domain<D: Domain>(
     settings: &Settings,
     redis: &RedisClients,
 ) -> Result<RunningDomain<D>, StartError> {
+    start_shared(Arc::new(domain), settings, redis).await
+}
+
+/// [`start_domain`] for a domain value that is shared already (the registry keeps its own).
+pub async fn start_shared<D: Domain>(
+    domain: Arc<D>,
+    settings: &Settings,
+    redis: &RedisClients,
+) -> Result<RunningDomain<D>, StartError> {
     let catalogue = EventCatalogue::of::<D>().map_err(|source| StartError::Declaration {
         domain: domain.name(),
         source,
     })?;
-    let domain = Arc::new(domain);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let runtime = settings.runtime.clone();
     let db = store::pool::build(&settings.database)?;

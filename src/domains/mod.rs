@@ -2,6 +2,3 @@
 //! importing none of actix, Redis or diesel.
 
 pub mod inventory;
-
-/// Names of the domains this binary can run (`domains.enabled` must list only these).
-pub const KNOWN: &[&str] = &["inventory"];

@@ -23,7 +23,7 @@ pub struct DeadLetterQuery {
 }
 
 fn known_stream(state: &AppState, stream: &str) -> Result<(), ApiError> {
-    if state.domains.streams.iter().any(|s| s == stream) {
+    if state.domains.streams().iter().any(|s| s == stream) {
         return Ok(());
     }
     Err(ApiError::NotFound {

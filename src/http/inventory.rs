@@ -2,6 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
 
 use super::error::ErrorBody;
 use super::idempotency::{IDEMPOTENT_REPLAYED, idempotency};
@@ -9,6 +10,7 @@ use super::{ApiError, AppState};
 use crate::actors::handle::DomainHandle;
 use crate::domain::{Entity, validate_key};
 use crate::domains::inventory::{Inventory, InventoryCommand, Stock, StockAdjustment};
+use crate::registry::DomainRoutes;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -64,16 +66,31 @@ pub struct PageQuery {
     pub after: Option<String>,
 }
 
+/// The inventory domain's HTTP face, as registered in [`crate::shop::registry`].
+pub struct Routes;
+
+impl DomainRoutes for Routes {
+    fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.service(list_stock)
+            .service(get_stock)
+            .service(adjust_stock);
+    }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        InventoryApi::openapi()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(get_stock, list_stock, adjust_stock),
+    components(schemas(StockView, StockPage, AdjustmentRequest)),
+    tags((name = "inventory", description = "Stock per SKU"))
+)]
+struct InventoryApi;
+
 fn inventory(state: &AppState) -> Result<&DomainHandle<Inventory>, ApiError> {
-    state
-        .domains
-        .inventory
-        .as_ref()
-        .ok_or(ApiError::Unavailable {
-            code: "domain_not_enabled",
-            message: "the inventory domain is not enabled on this instance".into(),
-            details: None,
-        })
+    super::domain::<Inventory>(state)
 }
 
 /// A SKU is an entity key: checked here, where it enters, so that nothing Postgres cannot

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::registry::{Registry, RunningDomains};
 use crate::settings::Settings;
-use crate::startup::RunningDomains;
 use crate::store::DbPool;
 use crate::streams::RedisClients;
 
@@ -37,8 +37,9 @@ pub struct AppState {
     pub domains: Arc<RunningDomains>,
 }
 
-/// Registers every route and the extractor configuration (body limit, JSON error bodies).
-pub fn configure(cfg: &mut web::ServiceConfig, json_limit_bytes: usize) {
+/// Registers every route — the runtime's own and each registered domain's — and the extractor
+/// configuration (body limit, JSON error bodies).
+pub fn configure(cfg: &mut web::ServiceConfig, json_limit_bytes: usize, registry: &Registry) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(json_limit_bytes)
@@ -49,17 +50,29 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit_bytes: usize) {
     .service(health::live)
     .service(health::ready)
     .service(metrics::render)
-    .service(inventory::list_stock)
-    .service(inventory::get_stock)
-    .service(inventory::adjust_stock)
     .service(dead_letters::list)
     .service(dead_letters::replay)
     .service(dead_letters::discard)
-    .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url(
-        "/api-docs/openapi.json",
-        <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
-    ))
+    .configure(|cfg| registry.configure(cfg))
+    .service(
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+            .url("/api-docs/openapi.json", openapi::document(registry)),
+    )
     .default_service(web::to(no_route));
+}
+
+/// The handle on domain `D`, or 503 `domain_not_enabled` when this instance does not run it.
+pub fn domain<D: crate::domain::Domain>(
+    state: &AppState,
+) -> Result<&crate::actors::handle::DomainHandle<D>, ApiError> {
+    state
+        .domains
+        .handle::<D>()
+        .ok_or_else(|| ApiError::Unavailable {
+            code: "domain_not_enabled",
+            message: "this domain is not enabled on this instance".into(),
+            details: None,
+        })
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

@@ -1,13 +1,14 @@
 //! The OpenAPI document (`/api-docs/openapi.json`) and Swagger UI (`/docs/`), generated from the
-//! handlers' annotations so they cannot drift from the code.
+//! handlers' annotations so they cannot drift from the code: the runtime's own operations here,
+//! each registered domain's merged in from its [`crate::registry::DomainRoutes`].
 
 use utoipa::OpenApi;
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::inventory::{AdjustmentRequest, StockPage, StockView};
-use super::{dead_letters, health, inventory};
+use super::{dead_letters, health};
+use crate::registry::Registry;
 
-/// The API description.
+/// The runtime's own operations (health, dead letters) and the shared error schema.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -18,17 +19,16 @@ use super::{dead_letters, health, inventory};
     paths(
         health::live,
         health::ready,
-        inventory::get_stock,
-        inventory::list_stock,
-        inventory::adjust_stock,
         dead_letters::list,
         dead_letters::replay,
         dead_letters::discard,
     ),
-    components(schemas(StockView, StockPage, AdjustmentRequest, ErrorBody, ErrorDetail)),
-    tags(
-        (name = "inventory", description = "Stock per SKU"),
-        (name = "operations", description = "Health and dead letters"),
-    )
+    components(schemas(ErrorBody, ErrorDetail)),
+    tags((name = "operations", description = "Health and dead letters"))
 )]
 pub struct ApiDoc;
+
+/// The whole document: [`ApiDoc`] with every registered domain's paths.
+pub fn document(registry: &Registry) -> utoipa::openapi::OpenApi {
+    registry.openapi(ApiDoc::openapi())
+}

@@ -16,6 +16,7 @@ mod inventory;
 mod migrations;
 mod outages;
 mod poison;
+mod registry;
 mod relay;
 mod residency;
 mod routing;

@@ -10,6 +10,7 @@ pub mod streams;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use troupe::registry::Registry;
 use troupe::settings::Settings;
 use troupe::startup::{Application, Stopper};
 
@@ -40,6 +41,8 @@ pub struct AppOptions {
     pub redis_url: Option<String>,
     /// Adjusts the settings before the app starts.
     pub configure: Option<fn(&mut Settings)>,
+    /// The domains the app can run (default: the shop's, [`troupe::shop::registry`]).
+    pub registry: Option<Registry>,
 }
 
 /// A running application with its own database and key prefix.
@@ -143,7 +146,8 @@ pub async fn spawn_app_on(mut isolation: Isolation, options: AppOptions) -> Test
         None
     };
 
-    let app = Application::build(settings.clone())
+    let registry = options.registry.unwrap_or_else(troupe::shop::registry);
+    let app = Application::build(settings.clone(), registry)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());

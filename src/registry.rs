@@ -1,0 +1,327 @@
+//! The domains a binary can run, each registered with one line, and the set of those running.
+//!
+//! ```ignore
+//! Registry::new()
+//!     .serve(Inventory, http::inventory::Routes) // a domain and its HTTP face
+//!     .domain(Audit)                             // a domain without routes
+//! ```
+//!
+//! Everything else finds a domain here: start-up starts the ones `domains.enabled` names, the
+//! HTTP app mounts every registered domain's routes and merges their OpenAPI paths into the
+//! document, readiness and liveness ask every running domain, the dead-letter API knows their
+//! streams, and handlers reach a domain through its typed handle
+//! ([`RunningDomains::handle`]). The runtime's metrics carry the domain's name as a label, so a
+//! registered domain has them from its first input.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::web::ServiceConfig;
+
+use crate::actors::handle::DomainHandle;
+use crate::actors::runtime::{RunningDomain, StartError, start_shared};
+use crate::domain::Domain;
+use crate::settings::Settings;
+use crate::streams::RedisClients;
+
+/// The HTTP face of a domain: its routes and their OpenAPI description. Implemented next to
+/// the handlers (in `crate::http`), so that domain code stays free of actix.
+pub trait DomainRoutes: Send + Sync + 'static {
+    /// Registers the routes. Handlers reach the domain through
+    /// `AppState::domains.handle::<D>()`, which is `None` when this instance does not run it.
+    fn configure(&self, cfg: &mut ServiceConfig);
+    /// The OpenAPI paths, schemas and tags of those routes, merged into `/api-docs/openapi.json`.
+    fn openapi(&self) -> utoipa::openapi::OpenApi;
+}
+
+/// For a domain that only consumes and emits events.
+pub struct NoRoutes;
+
+impl DomainRoutes for NoRoutes {
+    fn configure(&self, _: &mut ServiceConfig) {}
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        utoipa::openapi::OpenApiBuilder::new().build()
+    }
+}
+
+/// Why a registry was refused or a domain it holds did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// `domains.enabled` names a domain that is not registered.
+    #[error("domains.enabled: unknown domain {name:?} (known: {known})")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The registered names, comma separated.
+        known: String,
+    },
+    /// Two registered domains have the same name.
+    #[error("two domains are registered as {0:?}")]
+    Duplicate(&'static str),
+    /// A domain did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+type StartFuture<'a> = Pin<Box<dyn Future<Output = Result<Started, StartError>> + 'a>>;
+
+/// One registered domain, its type erased.
+trait Entry: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn streams(&self) -> Vec<String>;
+    fn routes(&self) -> &dyn DomainRoutes;
+    fn start<'a>(&'a self, settings: &'a Settings, redis: &'a RedisClients) -> StartFuture<'a>;
+}
+
+struct Registered<D: Domain, R: DomainRoutes> {
+    domain: Arc<D>,
+    routes: R,
+}
+
+impl<D: Domain, R: DomainRoutes> Entry for Registered<D, R> {
+    fn name(&self) -> &'static str {
+        self.domain.name()
+    }
+
+    fn streams(&self) -> Vec<String> {
+        self.domain
+            .subscriptions()
+            .into_iter()
+            .map(|s| s.stream)
+            .collect()
+    }
+
+    fn routes(&self) -> &dyn DomainRoutes {
+        &self.routes
+    }
+
+    fn start<'a>(&'a self, settings: &'a Settings, redis: &'a RedisClients) -> StartFuture<'a> {
+        Box::pin(async move {
+            let running = start_shared(self.domain.clone(), settings, redis).await?;
+            Ok(Started {
+                handle: Box::new(running.handle.clone()),
+                stop: Box::new(running),
+                streams: self.streams(),
+            })
+        })
+    }
+}
+
+/// The domains a binary can run. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Registry {
+    entries: Vec<Arc<dyn Entry>>,
+}
+
+impl Registry {
+    /// No domains.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `domain` with its HTTP routes.
+    pub fn serve<D: Domain>(mut self, domain: D, routes: impl DomainRoutes) -> Self {
+        self.entries.push(Arc::new(Registered {
+            domain: Arc::new(domain),
+            routes,
+        }));
+        self
+    }
+
+    /// Registers `domain` without HTTP routes.
+    pub fn domain<D: Domain>(self, domain: D) -> Self {
+        self.serve(domain, NoRoutes)
+    }
+
+    /// The registered domains' names, in registration order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.name()).collect()
+    }
+
+    /// Checks that names are unique and that `enabled` names only registered domains.
+    pub fn check(&self, enabled: &[String]) -> Result<(), RegistryError> {
+        let names = self.names();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(RegistryError::Duplicate(name));
+            }
+        }
+        match enabled.iter().find(|e| !names.contains(&e.as_str())) {
+            Some(name) => Err(RegistryError::Unknown {
+                name: name.clone(),
+                known: names.join(", "),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Registers every domain's routes (enabled or not: a domain this instance does not run
+    /// answers 503 `domain_not_enabled`, so the API is the same on every instance).
+    pub fn configure(&self, cfg: &mut ServiceConfig) {
+        for entry in &self.entries {
+            entry.routes().configure(cfg);
+        }
+    }
+
+    /// `base` with every domain's OpenAPI paths, schemas and tags merged in.
+    pub fn openapi(&self, mut base: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+        for entry in &self.entries {
+            base.merge(entry.routes().openapi());
+        }
+        base
+    }
+
+    /// Starts the domains `settings.domains.enabled` names, in that order.
+    pub async fn start(
+        &self,
+        settings: &Settings,
+        redis: &RedisClients,
+    ) -> Result<RunningDomains, RegistryError> {
+        self.check(&settings.domains.enabled)?;
+        let mut started = Vec::new();
+        for name in &settings.domains.enabled {
+            let Some(entry) = self.entries.iter().find(|e| e.name() == name) else {
+                unreachable!("checked above");
+            };
+            match entry.start(settings, redis).await {
+                Ok(s) => started.push(s),
+                Err(e) => {
+                    // Those already started would otherwise run on, headless.
+                    for s in started {
+                        s.stop.abort();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(RunningDomains::new(started))
+    }
+}
+
+/// A running domain's handle, its type erased.
+trait AnyHandle: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn status(&self) -> Result<(), String>;
+    fn readiness(&self) -> Result<(), String>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<D: Domain> AnyHandle for DomainHandle<D> {
+    fn name(&self) -> &'static str {
+        DomainHandle::name(self)
+    }
+
+    fn status(&self) -> Result<(), String> {
+        DomainHandle::status(self).map_err(|e| e.to_string())
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        DomainHandle::readiness(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// What stops a running domain, its type erased.
+trait Stop: Send {
+    fn abort(self: Box<Self>);
+    fn shutdown(self: Box<Self>, grace: Duration) -> Pin<Box<dyn Future<Output = ()>>>;
+}
+
+impl<D: Domain> Stop for RunningDomain<D> {
+    fn abort(self: Box<Self>) {
+        RunningDomain::abort(*self);
+    }
+
+    fn shutdown(self: Box<Self>, grace: Duration) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(RunningDomain::shutdown(*self, grace))
+    }
+}
+
+struct Started {
+    handle: Box<dyn AnyHandle>,
+    stop: Box<dyn Stop>,
+    streams: Vec<String>,
+}
+
+/// The domains this instance runs, held by name, as the HTTP layer and shutdown see them.
+pub struct RunningDomains {
+    handles: Vec<Box<dyn AnyHandle>>,
+    streams: Vec<String>,
+    running: Mutex<Vec<Box<dyn Stop>>>,
+}
+
+impl RunningDomains {
+    fn new(started: Vec<Started>) -> Self {
+        let mut handles = Vec::with_capacity(started.len());
+        let mut streams = Vec::new();
+        let mut running = Vec::with_capacity(started.len());
+        for s in started {
+            handles.push(s.handle);
+            streams.extend(s.streams);
+            running.push(s.stop);
+        }
+        Self {
+            handles,
+            streams,
+            running: Mutex::new(running),
+        }
+    }
+
+    /// The typed handle on domain `D`, if this instance runs it.
+    pub fn handle<D: Domain>(&self) -> Option<&DomainHandle<D>> {
+        self.handles
+            .iter()
+            .find_map(|h| h.as_any().downcast_ref::<DomainHandle<D>>())
+    }
+
+    /// The names of the running domains, in start order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.handles.iter().map(|h| h.name()).collect()
+    }
+
+    /// Logical names of every stream the running domains consume.
+    pub fn streams(&self) -> &[String] {
+        &self.streams
+    }
+
+    /// Liveness of each running domain: `Err` once it failed for good.
+    pub fn statuses(&self) -> Vec<(&'static str, Result<(), String>)> {
+        self.handles
+            .iter()
+            .map(|h| (h.name(), h.status()))
+            .collect()
+    }
+
+    /// Readiness of each running domain: `Err` while it has failed or is stalled.
+    pub fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+        self.handles
+            .iter()
+            .map(|h| (h.name(), h.readiness()))
+            .collect()
+    }
+
+    /// Stops every domain at once (tests; a crash is equivalent).
+    pub fn abort(&self) {
+        for stop in self.take() {
+            stop.abort();
+        }
+    }
+
+    /// Stops every domain, all at once, each within `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        futures_util::future::join_all(self.take().into_iter().map(|s| s.shutdown(grace))).await;
+    }
+
+    fn take(&self) -> Vec<Box<dyn Stop>> {
+        // A poisoned lock only means a panic elsewhere while taking; what is left is still ours.
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *running)
+    }
+}

@@ -1,0 +1,224 @@
+//! The registry: a domain registered with one line gets its routes, its OpenAPI paths, its
+//! metrics and its readiness, and handlers reach it through its typed handle.
+
+use actix_web::{HttpResponse, get, web};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+use troupe::domain::{Context, Domain, DomainError, NoEvents, Subscription};
+use troupe::http::{ApiError, AppState};
+use troupe::registry::{DomainRoutes, Registry, RegistryError};
+use troupe::startup::{Application, StartupError};
+use utoipa::OpenApi;
+
+use crate::helpers::{AppOptions, Isolation, eventually, spawn_app_with};
+
+/// Counts what it is told to add, per key.
+struct Counter;
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Count {
+    total: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", content = "data")]
+enum CounterEvent {
+    #[serde(rename = "counter.added")]
+    Added { n: i64 },
+}
+
+impl Domain for Counter {
+    type State = Count;
+    type Event = CounterEvent;
+    type Output = NoEvents;
+    type Timer = NoEvents;
+    type Command = std::convert::Infallible;
+    type Reply = ();
+
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+
+    fn subscriptions(&self) -> Vec<Subscription> {
+        vec![Subscription::new("counter.adds")]
+    }
+
+    fn handle(
+        &self,
+        state: &mut Count,
+        event: CounterEvent,
+        _: &mut Context<NoEvents>,
+    ) -> Result<(), DomainError> {
+        let CounterEvent::Added { n } = event;
+        state.total = state
+            .total
+            .checked_add(n)
+            .ok_or_else(|| DomainError::Invalid("total overflows".into()))?;
+        Ok(())
+    }
+}
+
+/// The counter's HTTP face.
+struct CounterRoutes;
+
+impl DomainRoutes for CounterRoutes {
+    fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.service(get_count);
+    }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        CounterApi::openapi()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(get_count), tags((name = "counter", description = "Counts")))]
+struct CounterApi;
+
+/// `GET /api/v1/counters/{key}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/counters/{key}",
+    tag = "counter",
+    params(("key" = String, Path, description = "The counter")),
+    responses((status = 200, description = "The total"), (status = 404, description = "Never added to"))
+)]
+#[get("/api/v1/counters/{key}")]
+async fn get_count(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = key.into_inner();
+    match troupe::http::domain::<Counter>(&state)?.get(&key).await? {
+        Some(e) => Ok(HttpResponse::Ok()
+            .json(serde_json::json!({"total": e.state.total, "version": e.version}))),
+        None => Err(ApiError::NotFound {
+            what: "counter",
+            id: key,
+        }),
+    }
+}
+
+fn with_counter() -> Registry {
+    troupe::shop::registry().serve(Counter, CounterRoutes)
+}
+
+#[actix_web::test]
+async fn a_domain_registered_with_one_line_gets_routes_openapi_metrics_and_readiness() {
+    let app = spawn_app_with(AppOptions {
+        registry: Some(with_counter()),
+        configure: Some(|s| s.domains.enabled = vec!["inventory".into(), "counter".into()]),
+        ..Default::default()
+    })
+    .await;
+    for (i, n) in [3, 4, 5].into_iter().enumerate() {
+        app.xadd(
+            "counter.adds",
+            &[
+                ("id", &format!("add-{i}")),
+                ("type", "counter.added"),
+                ("key", "c1"),
+                ("data", &format!(r#"{{"n":{n}}}"#)),
+            ],
+        )
+        .await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the counter's route serves its state",
+        || async {
+            let response = app.get("/api/v1/counters/c1").await;
+            response.status() == 200
+                && response.json::<Value>().await.unwrap()
+                    == serde_json::json!({"total": 12, "version": 3})
+        },
+    )
+    .await;
+    assert_eq!(app.get("/api/v1/counters/nobody").await.status(), 404);
+
+    let doc: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["paths"]["/api/v1/counters/{key}"]["get"].is_object(),
+        "{doc}"
+    );
+    assert!(
+        doc["paths"]["/api/v1/inventory/{sku}"]["get"].is_object(),
+        "{doc}"
+    );
+    assert!(doc["paths"]["/health/ready"]["get"].is_object(), "{doc}");
+    let tags: Vec<&str> = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        tags.contains(&"counter") && tags.contains(&"inventory"),
+        "{tags:?}"
+    );
+
+    let ready: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert_eq!(ready["checks"]["domains"]["counter"]["ok"], true, "{ready}");
+    assert_eq!(
+        ready["checks"]["domains"]["inventory"]["ok"], true,
+        "{ready}"
+    );
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("troupe_events_total{") && l.contains(r#"domain="counter""#)),
+        "{metrics}"
+    );
+    // Its stream is one the dead-letter API knows.
+    assert_eq!(
+        app.get("/admin/dead-letters/counter.adds").await.status(),
+        200
+    );
+}
+
+#[actix_web::test]
+async fn a_registered_domain_this_instance_does_not_run_answers_503() {
+    let app = spawn_app_with(AppOptions {
+        registry: Some(with_counter()),
+        ..Default::default()
+    })
+    .await;
+    let response = app.get("/api/v1/counters/c1").await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "domain_not_enabled", "{body}");
+    let doc: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/api/v1/counters/{key}"].is_object());
+}
+
+#[actix_web::test]
+async fn unknown_and_twice_registered_names_are_refused() {
+    let mut iso = Isolation::new().await;
+    iso.settings.domains.enabled = vec!["inventory".into(), "counter".into()];
+    let refused = Application::build(iso.settings.clone(), troupe::shop::registry()).await;
+    match refused {
+        Err(StartupError::Domains(RegistryError::Unknown { name, known })) => {
+            assert_eq!((name.as_str(), known.as_str()), ("counter", "inventory"));
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("an unknown domain started"),
+    }
+    let twice = with_counter().serve(Counter, CounterRoutes);
+    assert!(matches!(
+        twice.check(&["inventory".into()]),
+        Err(RegistryError::Duplicate("counter"))
+    ));
+}
