@@ -8,7 +8,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::StoreError;
 use super::schema::troupe_outbox as t;
-use crate::streams::outbox_relay::OutgoingEvent;
 
 /// An event to append to the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +71,27 @@ struct OutboxRow {
     published: bool,
 }
 
+/// An outbox row to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    /// Outbox sequence number.
+    pub seq: i64,
+    /// Envelope `id`.
+    pub event_id: String,
+    /// Envelope `type`.
+    pub event_type: String,
+    /// Envelope `key`.
+    pub key: String,
+    /// Envelope `data`.
+    pub data: String,
+    /// Envelope `ts`: when the event was committed, RFC 3339 with milliseconds.
+    pub ts: String,
+    /// Envelope `traceparent`.
+    pub traceparent: Option<String>,
+    /// Published before (the relay is publishing it again because Redis lost it).
+    pub published: bool,
+}
+
 /// `domain`'s events after `after_seq`, in `seq` order: the unpublished ones after the last
 /// published row, or — when the relay republishes what Redis lost — published ones too.
 pub async fn next_batch(
@@ -79,7 +99,7 @@ pub async fn next_batch(
     domain: &str,
     after_seq: i64,
     limit: i64,
-) -> Result<Vec<OutgoingEvent>, StoreError> {
+) -> Result<Vec<PendingEvent>, StoreError> {
     let rows: Vec<OutboxRow> = t::table
         .filter(t::domain.eq(domain))
         .filter(t::seq.gt(after_seq))
@@ -99,7 +119,7 @@ pub async fn next_batch(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|r| OutgoingEvent {
+        .map(|r| PendingEvent {
             seq: r.seq,
             event_id: r.event_id.to_string(),
             event_type: r.event_type,
@@ -109,7 +129,7 @@ pub async fn next_batch(
                 .created_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             traceparent: r.traceparent,
-            republished: r.published,
+            published: r.published,
         })
         .collect())
 }

@@ -3,6 +3,8 @@
 //! back behind, waits for Redis's append-only file where it can (`WAITAOF`), and trims that
 //! stream on a timer.
 
+mod reconcile;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,13 +25,14 @@ use crate::store::{StoreError, outbox};
 use crate::streams::StreamError;
 use crate::streams::entry::EntryId;
 use crate::streams::outbox_relay::{
-    Marker, Published, Reconcile, probe_waitaof, publish, read_marker, reconcile, replace_marker,
-    trim, wait_aof,
+    Marker, OutgoingEvent, Published, probe_waitaof, publish, read_marker, replace_marker, trim,
+    wait_aof,
 };
 use crate::telemetry::error_chain;
 use crate::telemetry::metrics::{
     OUTBOX_PUBLISHED_TOTAL, OUTBOX_REPUBLISHED_TOTAL, RELAY_RECONCILED_TOTAL,
 };
+use reconcile::{Reconcile, reconcile};
 
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +266,7 @@ impl<'a, D: Domain> Publisher<'a, D> {
                 outbox::next_batch(conn, domain, after, ctx.runtime.relay_batch).await
             })
             .await?;
+        let batch: Vec<OutgoingEvent> = batch.into_iter().map(outgoing).collect();
         let Some(last) = batch.last() else {
             return Ok(Round::Idle);
         };
@@ -474,4 +478,19 @@ async fn trim_output<D: Domain>(ctx: &DomainContext<D>) -> Result<(), RelayError
         tracing::debug!(removed, "trimmed output stream");
     }
     Ok(())
+}
+
+/// The row as the stream's publisher takes it (the store and the stream adapters do not know
+/// each other's types).
+fn outgoing(row: outbox::PendingEvent) -> OutgoingEvent {
+    OutgoingEvent {
+        seq: row.seq,
+        event_id: row.event_id,
+        event_type: row.event_type,
+        key: row.key,
+        data: row.data,
+        ts: row.ts,
+        traceparent: row.traceparent,
+        republished: row.published,
+    }
 }
