@@ -10,6 +10,7 @@ mod config;
 mod crashes;
 mod dead_letters;
 mod dedupe;
+mod guide;
 mod health;
 mod http_telemetry;
 mod inventory;

@@ -100,8 +100,16 @@ impl Isolation {
 
     /// Every event on the inventory output stream, field by field, oldest first (paged).
     pub async fn output_events(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.stream_entries("inventory.events").await
+    }
+
+    /// Every entry of `stream` (logical name), field by field, oldest first (paged).
+    pub async fn stream_entries(
+        &self,
+        stream: &str,
+    ) -> Vec<std::collections::HashMap<String, String>> {
         let mut redis = self.redis().await;
-        let key = self.key("inventory.events");
+        let key = self.key(stream);
         let (mut events, mut from) = (Vec::new(), "-".to_owned());
         loop {
             let page: Vec<(String, std::collections::HashMap<String, String>)> =
