@@ -11,6 +11,8 @@
 
 #[path = "drain/baseline.rs"]
 mod baseline;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,15 +23,10 @@ use anyhow::{Context, Result, bail};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use redis::aio::MultiplexedConnection;
 
+use support::{env_or, fresh_database};
+
 /// Expected totals per SKU: (`on_hand`, `version` = number of events).
 type Totals = HashMap<String, (i64, i64)>;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(diesel::QueryableByName)]
 struct TotalsRow {
@@ -225,22 +222,6 @@ async fn write_load(mut redis: MultiplexedConnection, stream: &str, load: &Load)
     Ok(())
 }
 
-/// Drops and creates database `name` on the server of `admin_url`; returns its URL.
-async fn fresh_database(admin_url: &str, name: &str) -> Result<url::Url> {
-    let mut admin = AsyncPgConnection::establish(admin_url)
-        .await
-        .context("postgres")?;
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    diesel::sql_query(format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let mut db_url = url::Url::parse(admin_url)?;
-    db_url.set_path(name);
-    Ok(db_url)
-}
-
 /// (entries read, lag, pending) of consumer group `group` of `stream`, if it exists yet.
 async fn group_state(
     mut conn: MultiplexedConnection,
@@ -368,7 +349,7 @@ async fn run_troupe(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut child = tokio::process::Command::new(&bench.binary)
+    let mut child = tokio::process::Command::new(bench.binary)
         .arg("serve")
         .arg("--config-dir")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))

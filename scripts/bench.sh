@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# The drain benchmark of BENCHMARKS.md: the hand-written baseline consumer and Troupe on the same
-# load in the same run. Expects Redis and Postgres up (scripts/dev.sh bench starts them) and the
-# URLs in TROUPE__REDIS__URL / TROUPE__DATABASE__URL. Honours CARGO_TARGET_DIR.
+# The benchmarks of BENCHMARKS.md: `drain` (the default: the hand-written baseline consumer and
+# Troupe on the same load in the same run) or `timers` (timer lateness, idle and under load).
+# Expects Redis and Postgres up (scripts/dev.sh bench starts them) and the URLs in
+# TROUPE__REDIS__URL / TROUPE__DATABASE__URL. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench="${1:-drain}"
+case "$bench" in
+  drain|timers) ;;
+  *) echo "bench.sh: unknown benchmark $bench (drain or timers)" >&2; exit 2 ;;
+esac
 cargo build --release --locked --bin troupe
 # Builds the bench and, with it, the `troupe` binary it runs (profile `bench` = `release`).
-cargo bench --locked --bench drain --no-run
+cargo bench --locked --bench "$bench" --no-run
 # Say what is being measured: the sources as they are now, after the build (read-only git
 # calls: no index refresh, no lock). In a checkout edited meanwhile, this is only a snapshot.
 if commit="$(git --no-optional-locks rev-parse --short HEAD 2>/dev/null)"; then
@@ -14,4 +20,4 @@ if commit="$(git --no-optional-locks rev-parse --short HEAD 2>/dev/null)"; then
     | awk '{print $NF}' | paste -sd' ')"
   printf 'bench.sh: sources at %s%s\n' "$commit" "${changed:+ with uncommitted changes in: $changed}"
 fi
-cargo bench --locked --bench drain
+cargo bench --locked --bench "$bench"

@@ -6,7 +6,7 @@
 #   scripts/dev.sh status   say what answers where
 #   scripts/dev.sh run      up, migrate, release build, serve        (README command 1)
 #   scripts/dev.sh test     up, then the whole test suite             (README command 2)
-#   scripts/dev.sh bench    up, then the drain benchmark (BENCHMARKS.md)
+#   scripts/dev.sh bench [drain|timers]   up, then a benchmark (BENCHMARKS.md)
 #
 # URLs come from TROUPE__REDIS__URL and TROUPE__DATABASE__URL (defaults below). A server that
 # already answers there is used as it is; otherwise a private one is started from the system's
