@@ -6,6 +6,7 @@
 //! REST, WebSocket notifications and Prometheus metrics. See `docs/architecture.md`.
 
 pub mod actors;
+pub mod asyncapi;
 pub mod cli;
 pub mod domain;
 pub mod domains;

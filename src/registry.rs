@@ -11,7 +11,8 @@
 //! document, readiness and liveness ask every running domain, the dead-letter API knows their
 //! streams, and handlers reach a domain through its typed handle
 //! ([`RunningDomains::handle`]). The runtime's metrics carry the domain's name as a label, so a
-//! registered domain has them from its first input.
+//! registered domain has them from its first input, and the event catalogue
+//! (`/api-docs/asyncapi.json`) describes its streams from its event enums.
 
 use std::any::Any;
 use std::future::Future;
@@ -23,6 +24,7 @@ use actix_web::web::ServiceConfig;
 
 use crate::actors::handle::DomainHandle;
 use crate::actors::runtime::{RunningDomain, StartError, start_shared};
+use crate::asyncapi::{self, DomainEvents, EnumSchema};
 use crate::domain::Domain;
 use crate::settings::Settings;
 use crate::streams::RedisClients;
@@ -74,6 +76,7 @@ trait Entry: Send + Sync {
     fn name(&self) -> &'static str;
     fn streams(&self) -> Vec<String>;
     fn routes(&self) -> &dyn DomainRoutes;
+    fn events(&self) -> DomainEvents;
     fn start<'a>(&'a self, settings: &'a Settings, redis: &'a RedisClients) -> StartFuture<'a>;
 }
 
@@ -82,7 +85,11 @@ struct Registered<D: Domain, R: DomainRoutes> {
     routes: R,
 }
 
-impl<D: Domain, R: DomainRoutes> Entry for Registered<D, R> {
+impl<D: Domain, R: DomainRoutes> Entry for Registered<D, R>
+where
+    D::Event: utoipa::ToSchema,
+    D::Output: utoipa::ToSchema,
+{
     fn name(&self) -> &'static str {
         self.domain.name()
     }
@@ -97,6 +104,16 @@ impl<D: Domain, R: DomainRoutes> Entry for Registered<D, R> {
 
     fn routes(&self) -> &dyn DomainRoutes {
         &self.routes
+    }
+
+    fn events(&self) -> DomainEvents {
+        DomainEvents {
+            domain: self.domain.name(),
+            inputs: self.streams(),
+            output: crate::domain::output_stream(self.domain.name()),
+            input_schema: EnumSchema::of::<D::Event>(),
+            output_schema: EnumSchema::of::<D::Output>(),
+        }
     }
 
     fn start<'a>(&'a self, settings: &'a Settings, redis: &'a RedisClients) -> StartFuture<'a> {
@@ -123,8 +140,13 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers `domain` with its HTTP routes.
-    pub fn serve<D: Domain>(mut self, domain: D, routes: impl DomainRoutes) -> Self {
+    /// Registers `domain` with its HTTP routes. Its event enums derive `utoipa::ToSchema`
+    /// as well, for the event catalogue.
+    pub fn serve<D: Domain>(mut self, domain: D, routes: impl DomainRoutes) -> Self
+    where
+        D::Event: utoipa::ToSchema,
+        D::Output: utoipa::ToSchema,
+    {
         self.entries.push(Arc::new(Registered {
             domain: Arc::new(domain),
             routes,
@@ -133,7 +155,11 @@ impl Registry {
     }
 
     /// Registers `domain` without HTTP routes.
-    pub fn domain<D: Domain>(self, domain: D) -> Self {
+    pub fn domain<D: Domain>(self, domain: D) -> Self
+    where
+        D::Event: utoipa::ToSchema,
+        D::Output: utoipa::ToSchema,
+    {
         self.serve(domain, NoRoutes)
     }
 
@@ -173,6 +199,12 @@ impl Registry {
             base.merge(entry.routes().openapi());
         }
         base
+    }
+
+    /// The event catalogue of every registered domain (an AsyncAPI 3.0 document).
+    pub fn asyncapi(&self) -> serde_json::Value {
+        let domains: Vec<DomainEvents> = self.entries.iter().map(|e| e.events()).collect();
+        asyncapi::document(&domains, env!("CARGO_PKG_VERSION"))
     }
 
     /// Starts the domains `settings.domains.enabled` names, in that order.

@@ -39,7 +39,7 @@ pub enum CartStatus {
 }
 
 /// Events carts consume, from `carts.input`, keyed by cart.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum CartInput {
     /// Support emptied the cart.
@@ -51,7 +51,7 @@ pub enum CartInput {
 }
 
 /// Events carts emit, on `carts.events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum CartOutput {
     /// The customer bought what the cart holds.

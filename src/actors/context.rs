@@ -49,7 +49,7 @@ impl<D: Domain> DomainContext<D> {
 
     /// The logical name of the domain's output stream.
     pub fn output_stream(&self) -> String {
-        format!("{}.events", self.name())
+        crate::domain::output_stream(self.name())
     }
 
     /// The Redis key of the relay's publication marker.

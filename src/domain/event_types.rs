@@ -34,6 +34,18 @@ pub struct NotAnEventEnum {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoEvents {}
 
+// For the event catalogue: a domain with no events of a kind lists none.
+impl utoipa::PartialSchema for NoEvents {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .description(Some("declares no events"))
+            .build()
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NoEvents {}
+
 impl Serialize for NoEvents {
     fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
         match *self {}

@@ -168,6 +168,11 @@ pub trait Domain: Send + Sync + 'static {
     }
 }
 
+/// The stream a domain's emitted events are published on: `<domain>.events`.
+pub fn output_stream(domain: &str) -> String {
+    format!("{domain}.events")
+}
+
 /// One stream a domain consumes, for every type of its [`Domain::Event`] enum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {

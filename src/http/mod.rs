@@ -2,6 +2,7 @@
 //!
 //! Handlers are thin: parse, ask a domain actor or the store, map the result.
 
+pub mod asyncapi;
 pub mod dead_letters;
 pub mod error;
 pub mod health;
@@ -53,6 +54,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit_bytes: usize, registry
     .service(dead_letters::list)
     .service(dead_letters::replay)
     .service(dead_letters::discard)
+    .app_data(web::Data::new(asyncapi::AsyncApiDocument(
+        registry.asyncapi(),
+    )))
+    .service(asyncapi::document)
+    // Before Swagger UI, whose `/docs/{_:.*}` would take this path too.
+    .service(asyncapi::page)
     .configure(|cfg| registry.configure(cfg))
     .service(
         utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")

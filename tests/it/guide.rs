@@ -2,9 +2,9 @@
 //! the domain it builds runs end to end on real Redis and Postgres through one registry line.
 
 #[path = "../../examples/carts/domain.rs"]
-mod domain;
+pub mod domain;
 #[path = "../../examples/carts/http.rs"]
-mod http;
+pub mod http;
 
 use std::path::Path;
 use std::time::Duration;

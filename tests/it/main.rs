@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod asyncapi;
 mod commands;
 mod config;
 mod crashes;

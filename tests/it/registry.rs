@@ -21,7 +21,7 @@ struct Count {
     total: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 enum CounterEvent {
     #[serde(rename = "counter.added")]

@@ -35,7 +35,7 @@ impl Stock {
 }
 
 /// Events inventory consumes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum InventoryEvent {
     /// Stock counted, received, lost or corrected in a warehouse.
@@ -44,7 +44,7 @@ pub enum InventoryEvent {
 }
 
 /// The data of `stock.adjusted`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockAdjustment {
     /// Change in units; may be negative.
@@ -54,7 +54,7 @@ pub struct StockAdjustment {
 }
 
 /// Events inventory emits on `inventory.events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum InventoryOutput {
     /// A SKU's available stock dropped to zero or below.
@@ -66,7 +66,7 @@ pub enum InventoryOutput {
 }
 
 /// The data of `stock.depleted` and `stock.replenished`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockLevel {
     /// The SKU.

@@ -1,0 +1,174 @@
+//! The event catalogue: an AsyncAPI 3.0 document of every stream the registered domains read
+//! and write, each event type on it and the schema of its data — generated from the same Rust
+//! enums the handlers decode and emit (their `utoipa::ToSchema` derive, read through serde's
+//! attributes like the OpenAPI document), so it cannot drift from the code.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+/// The schema of one event enum, as utoipa generates it, with the schemas it refers to.
+#[derive(Debug, Clone)]
+pub struct EnumSchema {
+    root: Value,
+    components: Vec<(String, Value)>,
+}
+
+impl EnumSchema {
+    /// The schema of `T`, an adjacently tagged event enum deriving `utoipa::ToSchema`.
+    pub fn of<T: utoipa::ToSchema>() -> Self {
+        let root = serde_json::to_value(T::schema()).unwrap_or(Value::Null);
+        let mut refs = Vec::new();
+        T::schemas(&mut refs);
+        let components = refs
+            .into_iter()
+            .map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null)))
+            .collect();
+        Self { root, components }
+    }
+
+    /// Each variant's type name and the schema of its `data`.
+    fn variants(&self) -> Vec<(String, Value)> {
+        let alternatives = self.root["oneOf"].as_array().cloned().unwrap_or_default();
+        alternatives
+            .iter()
+            .filter_map(|alt| {
+                let props = &alt["properties"];
+                let name = props["type"]["enum"][0].as_str()?.to_owned();
+                let data = props
+                    .get("data")
+                    .cloned()
+                    .unwrap_or(json!({"type": "null"}));
+                Some((name, data))
+            })
+            .collect()
+    }
+}
+
+/// What one domain reads and writes.
+#[derive(Debug, Clone)]
+pub struct DomainEvents {
+    /// The domain's name.
+    pub domain: &'static str,
+    /// The streams it consumes (every type of its event enum on each).
+    pub inputs: Vec<String>,
+    /// Its output stream (`<domain>.events`).
+    pub output: String,
+    /// Its event enum.
+    pub input_schema: EnumSchema,
+    /// Its output enum.
+    pub output_schema: EnumSchema,
+}
+
+/// The envelope every entry of every stream carries (docs/events.md), with `type` fixed and
+/// `data` described by `data`.
+fn envelope(event_type: &str, data: Value) -> Value {
+    json!({
+        "type": "object",
+        "description": "A stream entry's fields. `data` is JSON text in the entry; it is shown decoded here.",
+        "required": ["id", "type", "key", "data"],
+        "properties": {
+            "id": {"type": "string", "description": "Unique per event; consumers deduplicate by it (kept across the relay's retries)."},
+            "type": {"type": "string", "const": event_type},
+            "key": {"type": "string", "description": "The entity the event is about: valid UTF-8 without control characters, at most runtime.max_key_bytes."},
+            "data": data,
+            "ts": {"type": "string", "format": "date-time", "description": "When the event happened (RFC 3339); absent: when Redis received it."},
+            "traceparent": {"type": "string", "description": "W3C trace context of the work that produced the event."}
+        }
+    })
+}
+
+fn message(event_type: &str, data: Value, summary: String) -> Value {
+    json!({
+        "name": event_type,
+        "title": event_type,
+        "summary": summary,
+        "contentType": "application/json",
+        "payload": envelope(event_type, data),
+    })
+}
+
+/// The AsyncAPI 3.0 document of `domains`.
+pub fn document(domains: &[DomainEvents], version: &str) -> Value {
+    let mut channels: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut operations = Map::new();
+    let mut schemas = Map::new();
+    // Outputs first: where a stream is written by one domain and read by another, the
+    // writer's types describe it.
+    for d in domains {
+        let messages = channels.entry(d.output.clone()).or_default();
+        let mut refs = Vec::new();
+        for (event_type, data) in d.output_schema.variants() {
+            let summary = format!("Emitted by {}", d.domain);
+            messages
+                .entry(event_type.clone())
+                .or_insert_with(|| message(&event_type, data, summary));
+            refs.push(json!({"$ref": format!("#/channels/{}/messages/{}", d.output, event_type)}));
+        }
+        if !refs.is_empty() {
+            operations.insert(
+                format!("{}.send", d.domain),
+                json!({
+                    "action": "send",
+                    "summary": format!("{} publishes its committed events, each once, in commit order", d.domain),
+                    "channel": {"$ref": format!("#/channels/{}", d.output)},
+                    "messages": refs,
+                }),
+            );
+        }
+        for (name, schema) in d.output_schema.components.iter() {
+            schemas.insert(name.clone(), schema.clone());
+        }
+    }
+    for d in domains {
+        let variants = d.input_schema.variants();
+        for stream in &d.inputs {
+            let messages = channels.entry(stream.clone()).or_default();
+            let mut refs = Vec::new();
+            for (event_type, data) in &variants {
+                let summary = format!("Consumed by {}", d.domain);
+                messages
+                    .entry(event_type.clone())
+                    .or_insert_with(|| message(event_type, data.clone(), summary));
+                refs.push(json!({"$ref": format!("#/channels/{stream}/messages/{event_type}")}));
+            }
+            operations.insert(
+                format!("{}.receive.{}", d.domain, stream),
+                json!({
+                    "action": "receive",
+                    "summary": format!("{} consumes {stream} in consumer group {}", d.domain, d.domain),
+                    "channel": {"$ref": format!("#/channels/{stream}")},
+                    "messages": refs,
+                }),
+            );
+        }
+        for (name, schema) in d.input_schema.components.iter() {
+            schemas
+                .entry(name.clone())
+                .or_insert_with(|| schema.clone());
+        }
+    }
+    let channels: Map<String, Value> = channels
+        .into_iter()
+        .map(|(stream, messages)| {
+            let channel = json!({
+                "address": stream,
+                "description": format!("Redis stream {stream} (its key is prefixed with redis.key_prefix)"),
+                "messages": messages,
+            });
+            (stream, channel)
+        })
+        .collect();
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Troupe event catalogue",
+            "version": version,
+            "description": "Every Redis stream the domains read and write, the event types on each and their data. Envelopes are specified in docs/events.md.",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas},
+    })
+}
