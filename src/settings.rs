@@ -508,12 +508,13 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
             return invalid("telemetry.log_filter", e.to_string());
         }
-        if self.domains.enabled.is_empty() {
-            return invalid("domains.enabled", "lists no domain".into());
-        }
         // Which names exist is the registry's to say (`Registry::check`), at start-up.
         for name in &mut self.domains.enabled {
             *name = name.trim().to_owned();
+        }
+        self.domains.enabled.retain(|name| !name.is_empty());
+        if self.domains.enabled.is_empty() {
+            return invalid("domains.enabled", "lists no domain".into());
         }
         self.instance.id = self.instance.id.trim().to_owned();
         if self.instance.id.is_empty() {
@@ -669,10 +670,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("database.url:"), "{err}");
-        let err = load(&[("TROUPE__DOMAINS__ENABLED", "inventory,billing")])
+        let err = load(&[("TROUPE__DOMAINS__ENABLED", " ")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("billing"), "{err}");
+        assert!(err.starts_with("domains.enabled:"), "{err}");
+        // Which names exist is the registry's to say (tests/it/registry.rs, tests/it/config.rs).
+        let s = load(&[("TROUPE__DOMAINS__ENABLED", " inventory , billing")]).unwrap();
+        assert_eq!(s.domains.enabled, ["inventory", "billing"]);
     }
 
     #[test]
