@@ -35,6 +35,7 @@ use crate::domain::{
     Notification, ScheduledTimer, Source, TimerId, decode_event, route, validate_key,
 };
 use crate::settings::CrashPoint;
+use crate::store::applied;
 use crate::store::batch::{BatchCommit, commit};
 use crate::store::commands::{self, CommandRecord};
 use crate::store::outbox::NewOutboxEvent;
@@ -539,6 +540,8 @@ impl<D: Domain> Inner<D> {
             }
         }
 
+        self.acknowledge_applied_unloadable(binding, entries, &deliveries, &mut out)
+            .await?;
         binding.consumer.ack(&mut redis, &out.ack).await?;
         for n in out.notifications.drain(..) {
             let _ = ctx.notifications.send(n);
@@ -584,6 +587,59 @@ impl<D: Domain> Inner<D> {
             ctx.progress.progressed(&binding.name);
         }
         Ok(report)
+    }
+
+    /// Inputs of a quarantined key that were applied before its stored row broke (redelivered
+    /// after a crash between commit and acknowledgement) are duplicates: acknowledged, not
+    /// dead-lettered. One lookup of their ids, only when a batch has such inputs.
+    async fn acknowledge_applied_unloadable(
+        &self,
+        binding: &StreamBinding,
+        entries: &[StreamEntry],
+        deliveries: &HashMap<EntryId, u64>,
+        out: &mut Outcome,
+    ) -> Result<(), ProcessError> {
+        let ids: Vec<(usize, String)> = out
+            .dead
+            .iter()
+            .filter(|(_, code, _)| *code == UNLOADABLE_STATE)
+            .filter_map(|(index, _, _)| {
+                match self.decode(binding, &entries[*index], *index, deliveries) {
+                    Decoded::Input(input) => Some((*index, input.meta.id)),
+                    _ => None,
+                }
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let domain = self.ctx.name();
+        let lookup: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
+        let recorded: HashSet<String> =
+            within(&self.ctx.db, self.ctx.commit_timeout, async |conn| {
+                applied::already_applied(conn, domain, &lookup).await
+            })
+            .await?
+            .into_iter()
+            .collect();
+        let duplicates: HashSet<usize> = ids
+            .iter()
+            .filter(|(_, id)| recorded.contains(id))
+            .map(|(index, _)| *index)
+            .collect();
+        if duplicates.is_empty() {
+            return Ok(());
+        }
+        out.dead.retain(|(index, _, _)| !duplicates.contains(index));
+        out.ack
+            .extend(duplicates.iter().map(|index| entries[*index].id));
+        out.report.duplicates += duplicates.len();
+        tracing::info!(
+            domain,
+            duplicates = duplicates.len(),
+            "inputs of quarantined keys were applied before their rows broke; acknowledged as duplicates"
+        );
+        Ok(())
     }
 
     /// The decode stage for one entry: envelope, size, id, type, data and entity key.

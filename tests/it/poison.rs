@@ -392,3 +392,77 @@ async fn a_stored_state_that_no_longer_loads_quarantines_its_key_and_the_rest_go
     );
     child.kill().await;
 }
+
+#[actix_web::test]
+async fn inputs_applied_before_their_stored_state_broke_are_duplicates_not_dead_letters() {
+    use crate::helpers::Isolation;
+    use crate::helpers::child::ChildService;
+    use std::os::unix::process::ExitStatusExt;
+
+    // The first process commits everything and dies before acknowledging it.
+    let iso = Isolation::new().await;
+    let mut expected = Expected::default();
+    write(&iso, &adjustments(0, 400, &mut expected)).await;
+    let child = ChildService::start(
+        &iso,
+        &[("TROUPE__FAULTS__CRASH_AT", "after_commit_before_ack")],
+    );
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the process crashes");
+    assert_eq!(status.signal(), Some(6), "aborted: {status:?}");
+    let applied_before = iso
+        .sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
+        .await;
+    assert!(applied_before > 0, "the first unit committed");
+    assert!(
+        iso.pending(STREAM, "inventory").await > 0,
+        "and was not acknowledged"
+    );
+
+    // A row breaks; the redelivered inputs of its key were applied already.
+    #[derive(diesel::QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        key: String,
+    }
+    use diesel_async::RunQueryDsl;
+    let broken: Key = diesel::sql_query(
+        "WITH b AS (UPDATE troupe_entity_state SET state = '\"broken\"'::jsonb \
+         WHERE key = (SELECT min(key) FROM troupe_entity_state) RETURNING key) SELECT key FROM b",
+    )
+    .get_result(&mut iso.db().await)
+    .await
+    .unwrap();
+    let broken = broken.key;
+    let child = ChildService::start(&iso, &[]);
+    eventually(
+        Duration::from_secs(60),
+        "every entry acknowledged or dead-lettered",
+        || async { iso.pending(STREAM, "inventory").await == 0 },
+    )
+    .await;
+    let others: i64 = expected
+        .skus
+        .iter()
+        .filter(|(sku, _)| **sku != broken)
+        .map(|(_, (_, version))| version)
+        .sum();
+    let applied_others = iso
+        .sql_i64(&format!(
+            "SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state WHERE key <> '{broken}'"
+        ))
+        .await;
+    assert_eq!(applied_others, others, "every other input applied once");
+    // Those of its inputs that were applied are acknowledged as duplicates; only those not
+    // applied yet (none, if its partition committed them all) are dead-lettered.
+    let applied = iso
+        .sql_i64(&format!(
+            "SELECT version AS v FROM troupe_entity_state WHERE key = '{broken}'"
+        ))
+        .await;
+    let inputs = expected.skus[&broken].1;
+    assert!(applied > 0);
+    assert_eq!(iso.xlen(DLQ).await as i64, inputs - applied, "{broken}");
+    child.kill().await;
+}
