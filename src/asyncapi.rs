@@ -60,6 +60,31 @@ pub struct DomainEvents {
     pub output_schema: EnumSchema,
 }
 
+/// A schema name two domains use for different schemas, if any.
+pub fn schema_conflict(domains: &[DomainEvents]) -> Option<String> {
+    let mut seen: BTreeMap<&str, &Value> = BTreeMap::new();
+    let all = domains.iter().flat_map(|d| {
+        d.input_schema
+            .components
+            .iter()
+            .chain(&d.output_schema.components)
+    });
+    for (name, schema) in all {
+        match seen.get(name.as_str()) {
+            Some(other) if *other != schema => return Some(name.clone()),
+            _ => {
+                seen.insert(name, schema);
+            }
+        }
+    }
+    None
+}
+
+/// `token` escaped for use in a JSON pointer (RFC 6901).
+fn pointer(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
 /// The envelope every entry of every stream carries (docs/events.md), with `type` fixed and
 /// `data` described by `data`.
 fn envelope(event_type: &str, data: Value) -> Value {
@@ -96,14 +121,22 @@ pub fn document(domains: &[DomainEvents], version: &str) -> Value {
     // Outputs first: where a stream is written by one domain and read by another, the
     // writer's types describe it.
     for d in domains {
+        let variants = d.output_schema.variants();
+        if variants.is_empty() {
+            continue;
+        }
         let messages = channels.entry(d.output.clone()).or_default();
         let mut refs = Vec::new();
-        for (event_type, data) in d.output_schema.variants() {
+        for (event_type, data) in variants {
             let summary = format!("Emitted by {}", d.domain);
             messages
                 .entry(event_type.clone())
                 .or_insert_with(|| message(&event_type, data, summary));
-            refs.push(json!({"$ref": format!("#/channels/{}/messages/{}", d.output, event_type)}));
+            refs.push(json!({"$ref": format!(
+                "#/channels/{}/messages/{}",
+                pointer(&d.output),
+                pointer(&event_type)
+            )}));
         }
         if !refs.is_empty() {
             operations.insert(
@@ -111,13 +144,15 @@ pub fn document(domains: &[DomainEvents], version: &str) -> Value {
                 json!({
                     "action": "send",
                     "summary": format!("{} publishes its committed events, each once, in commit order", d.domain),
-                    "channel": {"$ref": format!("#/channels/{}", d.output)},
+                    "channel": {"$ref": format!("#/channels/{}", pointer(&d.output))},
                     "messages": refs,
                 }),
             );
         }
         for (name, schema) in d.output_schema.components.iter() {
-            schemas.insert(name.clone(), schema.clone());
+            schemas
+                .entry(name.clone())
+                .or_insert_with(|| schema.clone());
         }
     }
     for d in domains {
@@ -130,14 +165,18 @@ pub fn document(domains: &[DomainEvents], version: &str) -> Value {
                 messages
                     .entry(event_type.clone())
                     .or_insert_with(|| message(event_type, data.clone(), summary));
-                refs.push(json!({"$ref": format!("#/channels/{stream}/messages/{event_type}")}));
+                refs.push(json!({"$ref": format!(
+                    "#/channels/{}/messages/{}",
+                    pointer(stream),
+                    pointer(event_type)
+                )}));
             }
             operations.insert(
                 format!("{}.receive.{}", d.domain, stream),
                 json!({
                     "action": "receive",
                     "summary": format!("{} consumes {stream} in consumer group {}", d.domain, d.domain),
-                    "channel": {"$ref": format!("#/channels/{stream}")},
+                    "channel": {"$ref": format!("#/channels/{}", pointer(stream))},
                     "messages": refs,
                 }),
             );

@@ -61,9 +61,16 @@ pub enum RegistryError {
         /// The registered names, comma separated.
         known: String,
     },
-    /// Two registered domains have the same name.
+    /// Two registered domains have the same name, or one type is registered twice.
     #[error("two domains are registered as {0:?}")]
     Duplicate(&'static str),
+    /// `domains.enabled` names a domain twice.
+    #[error("domains.enabled: {0:?} is listed twice")]
+    EnabledTwice(String),
+    /// Two domains' event types have schemas of one name that differ (the catalogue would
+    /// describe one of them wrongly).
+    #[error("two different event schemas are both named {0:?}; rename one of the types")]
+    SchemaConflict(String),
     /// A domain did not start.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -77,6 +84,7 @@ trait Entry: Send + Sync {
     fn streams(&self) -> Vec<String>;
     fn routes(&self) -> &dyn DomainRoutes;
     fn events(&self) -> DomainEvents;
+    fn domain_type(&self) -> std::any::TypeId;
     fn start<'a>(&'a self, settings: &'a Settings, redis: &'a RedisClients) -> StartFuture<'a>;
 }
 
@@ -104,6 +112,10 @@ where
 
     fn routes(&self) -> &dyn DomainRoutes {
         &self.routes
+    }
+
+    fn domain_type(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<D>()
     }
 
     fn events(&self) -> DomainEvents {
@@ -168,13 +180,27 @@ impl Registry {
         self.entries.iter().map(|e| e.name()).collect()
     }
 
-    /// Checks that names are unique and that `enabled` names only registered domains.
+    /// Checks that names and types are registered once, that their event schemas do not
+    /// clash, and that `enabled` names only registered domains, each once.
     pub fn check(&self, enabled: &[String]) -> Result<(), RegistryError> {
         let names = self.names();
-        for (i, name) in names.iter().enumerate() {
-            if names[..i].contains(name) {
-                return Err(RegistryError::Duplicate(name));
+        for (i, entry) in self.entries.iter().enumerate() {
+            let earlier = &self.entries[..i];
+            if earlier
+                .iter()
+                .any(|e| e.name() == entry.name() || e.domain_type() == entry.domain_type())
+            {
+                return Err(RegistryError::Duplicate(entry.name()));
             }
+        }
+        for (i, name) in enabled.iter().enumerate() {
+            if enabled[..i].contains(name) {
+                return Err(RegistryError::EnabledTwice(name.clone()));
+            }
+        }
+        let events: Vec<DomainEvents> = self.entries.iter().map(|e| e.events()).collect();
+        if let Some(name) = asyncapi::schema_conflict(&events) {
+            return Err(RegistryError::SchemaConflict(name));
         }
         match enabled.iter().find(|e| !names.contains(&e.as_str())) {
             Some(name) => Err(RegistryError::Unknown {

@@ -81,11 +81,12 @@ impl Application {
             domains: domains.clone(),
         });
         let json_limit = settings.http.json_limit_bytes;
+        let documents = http::Documents::new(&registry);
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(request_telemetry::track))
                 .app_data(state.clone())
-                .configure(|cfg| http::configure(cfg, json_limit, &registry))
+                .configure(|cfg| http::configure(cfg, json_limit, &registry, &documents))
         })
         .shutdown_timeout(settings.http.shutdown_grace_seconds)
         // actix-server's own handlers stop the whole actix System 300 ms after a signal, taking
@@ -93,9 +94,13 @@ impl Application {
         // a forced stop. `run_until_stopped` handles both signals as a graceful stop instead.
         .disable_signals()
         .listen(listener)
-        .map_err(|source| StartupError::Bind {
-            address: format!("port {port}"),
-            source,
+        .map_err(|source| {
+            // The domains started already; without a server they would run on, headless.
+            domains.abort();
+            StartupError::Bind {
+                address: format!("port {port}"),
+                source,
+            }
         })?;
         if settings.http.workers > 0 {
             server = server.workers(settings.http.workers);

@@ -14,6 +14,10 @@ pub const ABANDON_AFTER: Duration = Duration::from_secs(30 * 60);
 /// Most units of one SKU a cart may hold.
 pub const MAX_QUANTITY: u32 = 99;
 
+/// Most distinct SKUs a cart may hold: the state, and the `cart.checked_out` event that
+/// carries its lines, stay small.
+pub const MAX_LINES: usize = 100;
+
 /// One cart, keyed by its id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cart {
@@ -115,6 +119,10 @@ impl Domain for Carts {
         ctx: &mut Context<CartOutput, CartTimer>,
     ) -> Result<(), DomainError> {
         let CartInput::Cleared { reason } = event;
+        // Bought or abandoned carts do not change; an unknown or empty one has nothing to clear.
+        if cart.status != CartStatus::Open || cart.lines.is_empty() {
+            return Ok(());
+        }
         cart.lines.clear();
         if let Some(timer) = cart.abandon_timer.take() {
             ctx.cancel(&timer);
@@ -146,6 +154,12 @@ impl Domain for Carts {
                     return Err(DomainError::Invalid(
                         "a SKU is 1 to 64 bytes without control characters".into(),
                     ));
+                }
+                if !cart.lines.contains_key(&sku) && cart.lines.len() >= MAX_LINES {
+                    return Err(DomainError::Rejected {
+                        code: "cart_full",
+                        message: format!("a cart holds at most {MAX_LINES} different SKUs"),
+                    });
                 }
                 let line = cart.lines.get(&sku).copied().unwrap_or(0);
                 let total = line
@@ -268,6 +282,16 @@ mod tests {
         assert_eq!(effects.notifications[0].topic, "carts/c1");
         assert!(kit.state("c1").unwrap().lines.is_empty());
         assert!(kit.timers().is_empty());
+
+        // A bought cart stays as it was; an unknown one stays empty.
+        kit.command("c2", add("SKU-1", 1)).unwrap();
+        kit.command("c2", CartCommand::CheckOut).unwrap();
+        kit.when(event("c2", "cart.cleared", json!({ "reason": "late" })))
+            .unwrap();
+        assert_eq!(kit.state("c2").unwrap().lines.len(), 1);
+        kit.when(event("c3", "cart.cleared", json!({ "reason": "?" })))
+            .unwrap();
+        assert_eq!(kit.state("c3").map(|c| c.lines.len()), Some(0));
     }
 
     #[test]
@@ -279,5 +303,11 @@ mod tests {
         assert!(kit.command("c1", add("SKU\u{0}", 1)).is_err());
         assert!(kit.command("c1", add(&"S".repeat(65), 1)).is_err());
         assert!(kit.state("c1").is_none());
+        for i in 0..MAX_LINES {
+            kit.command("c1", add(&format!("SKU-{i}"), 1)).unwrap();
+        }
+        assert!(kit.command("c1", add("one-more", 1)).is_err(), "cart_full");
+        kit.command("c1", add("SKU-0", 1)).unwrap(); // an existing line still grows
+        assert_eq!(kit.state("c1").unwrap().lines.len(), MAX_LINES);
     }
 }

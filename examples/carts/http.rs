@@ -122,7 +122,7 @@ pub async fn get_cart(
     responses(
         (status = 200, description = "Committed; the cart", body = CartView),
         (status = 400, description = "Malformed body or cart id", body = ErrorBody),
-        (status = 409, description = "The cart is closed (`cart_closed`)", body = ErrorBody),
+        (status = 409, description = "The cart is closed or holds 100 SKUs already (`cart_closed`, `cart_full`)", body = ErrorBody),
         (status = 422, description = "Bad SKU or quantity, or a reused Idempotency-Key", body = ErrorBody),
         (status = 503, description = "Not committed: safe to retry", body = ErrorBody),
         (status = 504, description = "Outcome unknown: retry with the same Idempotency-Key", body = ErrorBody),
@@ -151,11 +151,15 @@ pub async fn add_item(
     post,
     path = "/api/v1/carts/{id}/checkout",
     tag = "carts",
-    params(("id" = String, Path, description = "The cart")),
+    params(
+        ("id" = String, Path, description = "The cart"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry after a 504 safe: it gets the first reply"),
+    ),
     responses(
         (status = 200, description = "Checked out; `cart.checked_out` is on `carts.events`", body = CartView),
         (status = 400, description = "Not a valid cart id", body = ErrorBody),
         (status = 409, description = "Closed or empty (`cart_closed`, `cart_empty`)", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorBody),
         (status = 503, description = "Not committed: safe to retry", body = ErrorBody),
         (status = 504, description = "Outcome unknown", body = ErrorBody),
     )
@@ -163,11 +167,14 @@ pub async fn add_item(
 #[post("/api/v1/carts/{id}/checkout")]
 pub async fn check_out(
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = cart_id(&state, id)?;
+    // The request has no body: the key is bound to the cart it checks out.
+    let idempotency = idempotency(&state, &req, &id)?;
     let committed = troupe::http::domain::<Carts>(&state)?
-        .execute(&id, CartCommand::CheckOut, None)
+        .execute(&id, CartCommand::CheckOut, idempotency)
         .await?;
     Ok(HttpResponse::Ok().json(CartView::new(id, &committed.reply, committed.version)))
 }

@@ -4,7 +4,7 @@
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, get, web};
 
-/// The document, built once from the registry at start-up.
+/// The document, built once from the registry at start-up ([`super::Documents`]).
 pub struct AsyncApiDocument(pub serde_json::Value);
 
 /// `GET /api-docs/asyncapi.json`.

@@ -38,9 +38,31 @@ pub struct AppState {
     pub domains: Arc<RunningDomains>,
 }
 
+/// The API's two descriptions, built once from the registry and shared by every worker.
+#[derive(Clone)]
+pub struct Documents {
+    openapi: utoipa::openapi::OpenApi,
+    asyncapi: web::Data<asyncapi::AsyncApiDocument>,
+}
+
+impl Documents {
+    /// The OpenAPI and AsyncAPI documents of the runtime and `registry`'s domains.
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            openapi: openapi::document(registry),
+            asyncapi: web::Data::new(asyncapi::AsyncApiDocument(registry.asyncapi())),
+        }
+    }
+}
+
 /// Registers every route — the runtime's own and each registered domain's — and the extractor
 /// configuration (body limit, JSON error bodies).
-pub fn configure(cfg: &mut web::ServiceConfig, json_limit_bytes: usize, registry: &Registry) {
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    json_limit_bytes: usize,
+    registry: &Registry,
+    documents: &Documents,
+) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(json_limit_bytes)
@@ -54,16 +76,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit_bytes: usize, registry
     .service(dead_letters::list)
     .service(dead_letters::replay)
     .service(dead_letters::discard)
-    .app_data(web::Data::new(asyncapi::AsyncApiDocument(
-        registry.asyncapi(),
-    )))
+    .app_data(documents.asyncapi.clone())
     .service(asyncapi::document)
     // Before Swagger UI, whose `/docs/{_:.*}` would take this path too.
     .service(asyncapi::page)
     .configure(|cfg| registry.configure(cfg))
     .service(
         utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-            .url("/api-docs/openapi.json", openapi::document(registry)),
+            .url("/api-docs/openapi.json", documents.openapi.clone()),
     )
     .default_service(web::to(no_route));
 }

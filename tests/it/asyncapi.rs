@@ -22,6 +22,26 @@ fn validate(doc: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Every `$ref` in `value`, with where it was found.
+fn refs<'a>(value: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push((at.clone(), r)),
+                    _ => refs(v, format!("{at}/{k}"), out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                refs(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn message_types(doc: &Value, stream: &str) -> Vec<String> {
     doc["channels"][stream]["messages"]
         .as_object()
@@ -45,6 +65,19 @@ async fn the_catalogue_is_valid_asyncapi_and_lists_every_declared_event_type() {
         "not valid AsyncAPI 3.0:\n{}",
         errors.join("\n")
     );
+    // The schema does not resolve references: every one must point into the document.
+    let mut found = Vec::new();
+    refs(&doc, String::new(), &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    for (at, reference) in found {
+        let pointer = reference
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{at}: {reference}"));
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "{at}: {reference} resolves to nothing"
+        );
+    }
 
     for (catalogue, inputs, output) in [
         (

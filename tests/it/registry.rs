@@ -221,4 +221,9 @@ async fn unknown_and_twice_registered_names_are_refused() {
         twice.check(&["inventory".into()]),
         Err(RegistryError::Duplicate("counter"))
     ));
+    // A domain listed twice would run twice, in one consumer group under one consumer name.
+    assert!(matches!(
+        with_counter().check(&["counter".into(), "inventory".into(), "counter".into()]),
+        Err(RegistryError::EnabledTwice(name)) if name == "counter"
+    ));
 }
