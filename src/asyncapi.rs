@@ -52,8 +52,9 @@ pub struct DomainEvents {
     pub domain: &'static str,
     /// The streams it consumes (every type of its event enum on each).
     pub inputs: Vec<String>,
-    /// Its output stream (`<domain>.events`).
-    pub output: String,
+    /// The streams it publishes to: `<domain>.events`, then its extra outputs (any of its
+    /// output types on each).
+    pub outputs: Vec<String>,
     /// Its event enum.
     pub input_schema: EnumSchema,
     /// Its output enum.
@@ -125,26 +126,31 @@ pub fn document(domains: &[DomainEvents], version: &str) -> Value {
         if variants.is_empty() {
             continue;
         }
-        let messages = channels.entry(d.output.clone()).or_default();
-        let mut refs = Vec::new();
-        for (event_type, data) in variants {
-            let summary = format!("Emitted by {}", d.domain);
-            messages
-                .entry(event_type.clone())
-                .or_insert_with(|| message(&event_type, data, summary));
-            refs.push(json!({"$ref": format!(
-                "#/channels/{}/messages/{}",
-                pointer(&d.output),
-                pointer(&event_type)
-            )}));
-        }
-        if !refs.is_empty() {
+        for (i, output) in d.outputs.iter().enumerate() {
+            let messages = channels.entry(output.clone()).or_default();
+            let mut refs = Vec::new();
+            for (event_type, data) in &variants {
+                let summary = format!("Emitted by {}", d.domain);
+                messages
+                    .entry(event_type.clone())
+                    .or_insert_with(|| message(event_type, data.clone(), summary));
+                refs.push(json!({"$ref": format!(
+                    "#/channels/{}/messages/{}",
+                    pointer(output),
+                    pointer(event_type)
+                )}));
+            }
+            // The first output is the domain's own `<domain>.events`.
+            let operation = match i {
+                0 => format!("{}.send", d.domain),
+                _ => format!("{}.send.{output}", d.domain),
+            };
             operations.insert(
-                format!("{}.send", d.domain),
+                operation,
                 json!({
                     "action": "send",
                     "summary": format!("{} publishes its committed events, each once, in commit order", d.domain),
-                    "channel": {"$ref": format!("#/channels/{}", pointer(&d.output))},
+                    "channel": {"$ref": format!("#/channels/{}", pointer(output))},
                     "messages": refs,
                 }),
             );

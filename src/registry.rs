@@ -71,6 +71,18 @@ pub enum RegistryError {
     /// describe one of them wrongly).
     #[error("two different event schemas are both named {0:?}; rename one of the types")]
     SchemaConflict(String),
+    /// A domain declares an output stream that is not a valid stream name, that it declares
+    /// twice, or that another domain writes (each stream has one writer, whose relay
+    /// orders it).
+    #[error("domain {domain:?}: output stream {stream:?} {problem}")]
+    Output {
+        /// The domain declaring it.
+        domain: &'static str,
+        /// The stream.
+        stream: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A domain did not start.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -122,7 +134,7 @@ where
         DomainEvents {
             domain: self.domain.name(),
             inputs: self.streams(),
-            output: crate::domain::output_stream(self.domain.name()),
+            outputs: crate::domain::output_streams(self.domain.as_ref()),
             input_schema: EnumSchema::of::<D::Event>(),
             output_schema: EnumSchema::of::<D::Output>(),
         }
@@ -202,6 +214,7 @@ impl Registry {
         if let Some(name) = asyncapi::schema_conflict(&events) {
             return Err(RegistryError::SchemaConflict(name));
         }
+        check_outputs(&events)?;
         match enabled.iter().find(|e| !names.contains(&e.as_str())) {
             Some(name) => Err(RegistryError::Unknown {
                 name: name.clone(),
@@ -259,6 +272,35 @@ impl Registry {
         Ok(RunningDomains::new(started))
     }
 }
+
+/// Every output stream has a valid name and one writer.
+fn check_outputs(domains: &[DomainEvents]) -> Result<(), RegistryError> {
+    let mut writers: Vec<(&str, &'static str)> = Vec::new();
+    for d in domains {
+        for stream in &d.outputs {
+            let refuse = |problem: String| RegistryError::Output {
+                domain: d.domain,
+                stream: stream.clone(),
+                problem,
+            };
+            crate::domain::validate_key(stream, MAX_STREAM_NAME_BYTES)
+                .map_err(|e| refuse(e.to_string()))?;
+            match writers.iter().find(|(s, _)| s == stream) {
+                Some((_, writer)) if *writer == d.domain => {
+                    return Err(refuse("is declared twice".to_owned()));
+                }
+                Some((_, writer)) => {
+                    return Err(refuse(format!("is written by domain {writer:?} already")));
+                }
+                None => writers.push((stream, d.domain)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Longer stream names would make every Redis key and metric label of theirs unwieldy.
+const MAX_STREAM_NAME_BYTES: usize = 200;
 
 /// A running domain's handle, its type erased.
 trait AnyHandle: Send + Sync {

@@ -52,6 +52,11 @@ impl<D: Domain> DomainContext<D> {
         crate::domain::output_stream(self.name())
     }
 
+    /// Every stream the domain publishes to (logical names), its own first.
+    pub fn output_streams(&self) -> Vec<String> {
+        crate::domain::output_streams(self.domain.as_ref())
+    }
+
     /// The Redis key of the relay's publication marker.
     pub fn relay_marker_key(&self) -> String {
         format!("{}troupe:relay:{}", self.keys.prefix(), self.name())

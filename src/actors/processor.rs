@@ -765,13 +765,11 @@ impl<D: Domain> Inner<D> {
                     conclude_failures(applied.failed, blocked, out, entries);
                     return Ok(());
                 }
-                let output_stream = self.ctx.output_stream();
                 let batch = BatchCommit {
                     domain: self.ctx.name(),
                     applied: applied.applied.iter().map(|(_, id)| id.as_str()).collect(),
                     command: None,
                     entities: applied.writes,
-                    output_stream: &output_stream,
                     events: applied.events,
                     fired_timers: Vec::new(),
                     timers: applied.timers,
@@ -902,6 +900,7 @@ impl<D: Domain> Inner<D> {
             held_back: HashSet::new(),
             unloadable,
         };
+        let own_stream = self.ctx.output_stream();
         for reply in replies {
             unit.writes.extend(reply.writes);
             for (index, outcome) in reply.outcomes {
@@ -910,8 +909,11 @@ impl<D: Domain> Inner<D> {
                 };
                 match outcome {
                     ItemOutcome::Applied(effects) => {
-                        unit.events
-                            .extend(outbox_events(effects.emitted.iter(), &traceparent));
+                        unit.events.extend(outbox_events(
+                            effects.emitted.iter(),
+                            &own_stream,
+                            &traceparent,
+                        ));
                         unit.timers
                             .extend(new_timers(&effects.timers, &traceparent));
                         unit.cancelled.extend(effects.cancelled);
@@ -1203,14 +1205,13 @@ impl<D: Domain> Inner<D> {
             },
             None => None,
         };
-        let output_stream = ctx.output_stream();
+        let own_stream = ctx.output_stream();
         let unit = BatchCommit {
             domain: ctx.name(),
             applied: Vec::new(),
             command: record,
             entities: vec![write],
-            output_stream: &output_stream,
-            events: outbox_events(effects.emitted.iter(), &traceparent).collect(),
+            events: outbox_events(effects.emitted.iter(), &own_stream, &traceparent).collect(),
             fired_timers: Vec::new(),
             timers: new_timers(&effects.timers, &traceparent).collect(),
             cancelled_timers: effects.cancelled.iter().map(TimerId::as_str).collect(),
@@ -1330,13 +1331,11 @@ impl<D: Domain> Inner<D> {
                     return Ok(());
                 }
                 let ids: Vec<&str> = applied.applied.iter().map(|(_, id)| id.as_str()).collect();
-                let output_stream = self.ctx.output_stream();
                 let batch = BatchCommit {
                     domain: self.ctx.name(),
                     applied: ids.clone(),
                     command: None,
                     entities: applied.writes,
-                    output_stream: &output_stream,
                     events: applied.events,
                     fired_timers: ids,
                     timers: applied.timers,
@@ -1510,11 +1509,14 @@ fn new_timers<'a>(
     })
 }
 
+/// Outbox rows of `emitted`; those without a stream go to the domain's `own_stream`.
 fn outbox_events<'a>(
     emitted: impl Iterator<Item = &'a crate::domain::Emitted> + 'a,
+    own_stream: &'a str,
     traceparent: &'a str,
 ) -> impl Iterator<Item = NewOutboxEvent> + 'a {
     emitted.map(move |e| NewOutboxEvent {
+        stream: e.stream.as_deref().unwrap_or(own_stream).to_owned(),
         event_id: uuid::Uuid::now_v7(),
         event_type: e.event_type.clone(),
         key: e.key.clone(),

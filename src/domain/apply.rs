@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::keys::{Limits, Unstorable, json_has_nul, validate_key};
-use super::{Context, Domain, DomainError, Effects, Entity, InputMeta, MalformedEntry};
+use super::{Context, Domain, DomainError, Effects, Emitted, Entity, InputMeta, MalformedEntry};
 
 /// An input applied successfully: the entity's next value and the effects to commit with it.
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ pub fn apply_event<D: Domain>(
     target: Target<'_, D::State>,
     event: D::Event,
 ) -> Result<Applied<D::State>, Failure> {
-    let (applied, ()) = run::<D, _>(limits, target, |state, ctx| {
+    let (applied, ()) = run(domain, limits, target, |state, ctx| {
         domain.handle(state, event, ctx)
     })?;
     Ok(applied)
@@ -141,7 +141,7 @@ pub fn apply_timer<D: Domain>(
     target: Target<'_, D::State>,
     timer: D::Timer,
 ) -> Result<Applied<D::State>, Failure> {
-    let (applied, ()) = run::<D, _>(limits, target, |state, ctx| {
+    let (applied, ()) = run(domain, limits, target, |state, ctx| {
         domain.on_timer(state, timer, ctx)
     })?;
     Ok(applied)
@@ -154,12 +154,13 @@ pub fn apply_command<D: Domain>(
     target: Target<'_, D::State>,
     command: D::Command,
 ) -> Result<(Applied<D::State>, D::Reply), Failure> {
-    run::<D, _>(limits, target, |state, ctx| {
+    run(domain, limits, target, |state, ctx| {
         domain.execute(state, command, ctx)
     })
 }
 
 fn run<D: Domain, R>(
+    domain: &D,
     limits: &Limits,
     target: Target<'_, D::State>,
     f: impl FnOnce(&mut D::State, &mut Context<D::Output, D::Timer>) -> Result<R, DomainError>,
@@ -178,6 +179,13 @@ fn run<D: Domain, R>(
     let reply = outcome?;
     let state_json = storable(&state).map_err(|e| Failure::Unstorable(format!("state {e}")))?;
     let effects = ctx.into_effects().map_err(Failure::Unstorable)?;
+    if let Some(emitted) = undeclared_stream(domain, &effects.emitted) {
+        return Err(Failure::Unstorable(format!(
+            "emitted {} to stream {:?}, which the domain does not declare in extra_outputs",
+            emitted.event_type,
+            emitted.stream.as_deref().unwrap_or_default()
+        )));
+    }
     for emitted in &effects.emitted {
         validate_key(&emitted.key, limits.max_key_bytes).map_err(|e| {
             Failure::Unstorable(format!("emitted {} for key that {e}", emitted.event_type))
@@ -214,6 +222,18 @@ fn run<D: Domain, R>(
         },
         reply,
     ))
+}
+
+/// The first event emitted to a stream the domain does not publish to, if any.
+fn undeclared_stream<'a, D: Domain>(domain: &D, emitted: &'a [Emitted]) -> Option<&'a Emitted> {
+    let mut to_others = emitted.iter().filter(|e| e.stream.is_some()).peekable();
+    to_others.peek()?;
+    let declared = super::output_streams(domain);
+    to_others.find(|e| {
+        !declared
+            .iter()
+            .any(|d| Some(d.as_str()) == e.stream.as_deref())
+    })
 }
 
 /// The state as JSON text, if Postgres can store it and it loads back as it is.

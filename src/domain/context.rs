@@ -50,6 +50,9 @@ pub struct InputMeta {
 /// An event a handler emits, published on the domain's output stream after commit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Emitted {
+    /// The stream it is published on: `None` for the domain's own `<domain>.events`, else one
+    /// of its [`extra_outputs`](super::Domain::extra_outputs) ([`Context::emit_to`]).
+    pub stream: Option<String>,
     /// Envelope `type`.
     pub event_type: String,
     /// Envelope `key`.
@@ -179,8 +182,21 @@ impl<O: Serialize, T: Serialize> Context<O, T> {
     /// unstorable once the handler returns: the runtime never publishes half of what a
     /// handler emitted.
     pub fn emit_for(&mut self, key: &str, event: O) {
+        self.push(None, key, event);
+    }
+
+    /// Emits `event` for `key` on `stream`, one of the domain's
+    /// [`extra_outputs`](super::Domain::extra_outputs) (an undeclared stream fails the input
+    /// as unstorable once the handler returns). Events on all of a domain's streams publish
+    /// in the order they commit.
+    pub fn emit_to(&mut self, stream: &str, key: &str, event: O) {
+        self.push(Some(stream.to_owned()), key, event);
+    }
+
+    fn push(&mut self, stream: Option<String>, key: &str, event: O) {
         match envelope_parts(&event) {
             Ok((event_type, data)) => self.emitted.push(Emitted {
+                stream,
                 event_type,
                 key: key.to_owned(),
                 data,
@@ -274,7 +290,7 @@ fn envelope_parts<O: Serialize>(event: &O) -> Result<(String, Value), String> {
 /// The effects of one applied input.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Effects {
-    /// Events for `<domain>.events`.
+    /// Events to publish, each on its [`stream`](Emitted::stream).
     pub emitted: Vec<Emitted>,
     /// Notifications for WebSocket clients.
     pub notifications: Vec<Notification>,

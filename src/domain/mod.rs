@@ -2,7 +2,8 @@
 //!
 //! A domain is plain Rust. It names the streams it consumes, keeps a state per
 //! entity key, and applies one input (a stream event, or a command from HTTP) to one entity's
-//! state at a time, returning effects: events to emit on `<domain>.events`, durable timers to
+//! state at a time, returning effects: events to emit on `<domain>.events` (or another stream it
+//! declares), durable timers to
 //! schedule or cancel, and notifications for WebSocket clients. Events in and out are typed enums: the envelope types a domain
 //! consumes and emits are read from them ([`EventCatalogue`]), never listed by hand.
 //! Nothing here knows about actix, Redis or Postgres; the runtime
@@ -113,6 +114,16 @@ pub trait Domain: Send + Sync + 'static {
     /// The streams this domain consumes. Each accepts every type of [`Domain::Event`].
     fn subscriptions(&self) -> Vec<Subscription>;
 
+    /// Streams besides `<name>.events` this domain publishes to with [`Context::emit_to`]
+    /// (logical names, `shop.notifications` say): a stream meant for other readers than the
+    /// domain's own consumers. Each is written by this domain only (the registry refuses two
+    /// writers), its events commit and publish exactly like those on `<name>.events`, in one
+    /// commit order across all of the domain's streams, and it is trimmed the same way. An
+    /// event emitted to a stream not declared here fails its input as unstorable.
+    fn extra_outputs(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
     /// The entity an event applies to. By default the envelope's `key`; override it to route
     /// by a field of the event instead (a payment event handled per order, say). Whatever it
     /// returns decides the partition, so a key's events still apply in stream order.
@@ -171,6 +182,14 @@ pub trait Domain: Send + Sync + 'static {
 /// The stream a domain's emitted events are published on: `<domain>.events`.
 pub fn output_stream(domain: &str) -> String {
     format!("{domain}.events")
+}
+
+/// Every stream `domain` publishes to: `<name>.events` first, then its
+/// [`extra_outputs`](Domain::extra_outputs).
+pub fn output_streams<D: Domain + ?Sized>(domain: &D) -> Vec<String> {
+    std::iter::once(output_stream(domain.name()))
+        .chain(domain.extra_outputs().into_iter().map(str::to_owned))
+        .collect()
 }
 
 /// One stream a domain consumes, for every type of its [`Domain::Event`] enum.

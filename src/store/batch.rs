@@ -20,9 +20,7 @@ pub struct BatchCommit<'a> {
     pub command: Option<CommandRecord>,
     /// New states of the entities the unit changed.
     pub entities: Vec<EntityWrite>,
-    /// Output stream (logical name) for `events`.
-    pub output_stream: &'a str,
-    /// Events emitted by the unit.
+    /// Events emitted by the unit, each for its stream.
     pub events: Vec<NewOutboxEvent>,
     /// Ids of the durable timers this unit fires (also in `applied`): removed with it, and if
     /// one is gone already the unit fails with [`StoreError::AlreadyApplied`] naming it.
@@ -77,7 +75,7 @@ async fn write(conn: &mut AsyncPgConnection, batch: &BatchCommit<'_>) -> Result<
             return Err(StoreError::AlreadyApplied(vec![command.key.clone()]));
         }
         entities::upsert(tx, batch.domain, &batch.entities).await?;
-        outbox::append(tx, batch.domain, batch.output_stream, &batch.events).await?;
+        outbox::append(tx, batch.domain, &batch.events).await?;
         timers::schedule(tx, batch.domain, &batch.timers).await?;
         timers::cancel(tx, batch.domain, &batch.cancelled_timers).await?;
         Ok(())

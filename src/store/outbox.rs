@@ -12,6 +12,8 @@ use super::schema::troupe_outbox as t;
 /// An event to append to the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOutboxEvent {
+    /// The stream (logical name) it is published on.
+    pub stream: String,
     /// Envelope id.
     pub event_id: uuid::Uuid,
     /// Envelope type.
@@ -24,14 +26,13 @@ pub struct NewOutboxEvent {
     pub traceparent: Option<String>,
 }
 
-/// Appends `events` for `domain`'s output `stream`, inside the caller's transaction.
+/// Appends `events` of `domain`, each for its stream, inside the caller's transaction.
 ///
 /// Takes a transaction-scoped advisory lock per domain first, so outbox rows of one domain are
 /// committed in `seq` order even across instances; the relay relies on that order.
 pub async fn append(
     conn: &mut AsyncPgConnection,
     domain: &str,
-    stream: &str,
     events: &[NewOutboxEvent],
 ) -> Result<(), StoreError> {
     if events.is_empty() {
@@ -43,11 +44,11 @@ pub async fn append(
         .await?;
     diesel::sql_query(
         "INSERT INTO troupe_outbox (domain, stream, event_id, event_type, key, data, traceparent) \
-         SELECT $1, $2, i, ty, k, d, tp FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-         AS u(i, ty, k, d, tp)",
+         SELECT $1, s, i, ty, k, d, tp FROM UNNEST($2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+         AS u(s, i, ty, k, d, tp)",
     )
     .bind::<Text, _>(domain)
-    .bind::<Text, _>(stream)
+    .bind::<Array<Text>, _>(events.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>())
     .bind::<Array<SqlUuid>, _>(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(events.iter().map(|e| e.key.as_str()).collect::<Vec<_>>())
@@ -62,6 +63,7 @@ pub async fn append(
 #[derive(Queryable)]
 struct OutboxRow {
     seq: i64,
+    stream: String,
     event_id: uuid::Uuid,
     event_type: String,
     key: String,
@@ -76,6 +78,8 @@ struct OutboxRow {
 pub struct PendingEvent {
     /// Outbox sequence number.
     pub seq: i64,
+    /// The stream (logical name) it is published on.
+    pub stream: String,
     /// Envelope `id`.
     pub event_id: String,
     /// Envelope `type`.
@@ -107,6 +111,7 @@ pub async fn next_batch(
         .limit(limit)
         .select((
             t::seq,
+            t::stream,
             t::event_id,
             t::event_type,
             t::key,
@@ -121,6 +126,7 @@ pub async fn next_batch(
         .into_iter()
         .map(|r| PendingEvent {
             seq: r.seq,
+            stream: r.stream,
             event_id: r.event_id.to_string(),
             event_type: r.event_type,
             key: r.key,

@@ -3,7 +3,8 @@
 //! group has not yet acknowledged.
 //!
 //! Exactly once across crashes: the relay publishes outbox rows in `seq` order through one Lua
-//! script that appends the rows and moves a per-domain marker (`"<seq> <event id>"` of the last
+//! script that appends the rows (each to its stream: a domain may publish to several) and
+//! moves a per-domain marker (`"<seq> <event id>"` of the last
 //! row published) in the same atomic step, so the stream and the marker cannot disagree, even
 //! after Redis lost its last second. Rows are committed in `seq` order (the store takes a
 //! per-domain lock when it writes the outbox), so the marker says exactly what Redis holds.
@@ -30,6 +31,8 @@ use super::group::group_stats;
 pub struct OutgoingEvent {
     /// Outbox sequence number.
     pub seq: i64,
+    /// The Redis key of the stream it is appended to.
+    pub stream_key: String,
     /// Envelope `id`.
     pub event_id: String,
     /// Envelope `type`.
@@ -80,8 +83,10 @@ pub enum Published {
     MarkerMoved,
 }
 
+// KEYS[1] is the marker, KEYS[2..] the streams; each event's last argument is the index of
+// its stream's key in KEYS (every key a script touches must be declared).
 const PUBLISH: &str = r"
-local raw = redis.call('GET', KEYS[2])
+local raw = redis.call('GET', KEYS[1])
 local expected = ARGV[1] .. ' ' .. ARGV[2]
 if raw == false then raw = '0 ' end
 if raw ~= expected then
@@ -89,29 +94,30 @@ if raw ~= expected then
 end
 local published = 0
 local last = ''
-for i = 3, #ARGV, 7 do
+for i = 3, #ARGV, 8 do
+  local stream = KEYS[tonumber(ARGV[i + 7])]
   if ARGV[i + 6] == '' then
-    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2], 'key', ARGV[i + 3],
+    redis.call('XADD', stream, '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2], 'key', ARGV[i + 3],
       'data', ARGV[i + 4], 'ts', ARGV[i + 5])
   else
-    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2], 'key', ARGV[i + 3],
+    redis.call('XADD', stream, '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2], 'key', ARGV[i + 3],
       'data', ARGV[i + 4], 'ts', ARGV[i + 5], 'traceparent', ARGV[i + 6])
   end
   last = ARGV[i] .. ' ' .. ARGV[i + 1]
   published = published + 1
 end
 if published > 0 then
-  redis.call('SET', KEYS[2], last)
+  redis.call('SET', KEYS[1], last)
 end
 return published
 ";
 
-/// Appends `events` (consecutive unpublished rows, in `seq` order) to `stream_key` and moves
-/// the marker at `marker_key` to the last of them, provided the marker is at `expected`;
-/// otherwise appends nothing and answers [`Published::MarkerMoved`].
+/// Appends `events` (consecutive unpublished rows, in `seq` order), each to its stream, and
+/// moves the marker at `marker_key` to the last of them, provided the marker is at `expected`;
+/// otherwise appends nothing and answers [`Published::MarkerMoved`]. One script for all of a
+/// domain's streams, so the marker says what every one of them holds.
 pub async fn publish<C: ConnectionLike>(
     conn: &mut C,
-    stream_key: &str,
     marker_key: &str,
     expected: &Marker,
     events: &[OutgoingEvent],
@@ -120,10 +126,18 @@ pub async fn publish<C: ConnectionLike>(
         return Ok(Published::Appended(0));
     }
     let script = Script::new(PUBLISH);
-    let mut invocation = script.key(stream_key);
-    invocation.key(marker_key);
+    let mut invocation = script.key(marker_key);
+    let mut streams: Vec<&str> = Vec::new();
+    for e in events {
+        if !streams.contains(&e.stream_key.as_str()) {
+            streams.push(&e.stream_key);
+            invocation.key(&e.stream_key);
+        }
+    }
     invocation.arg(expected.seq).arg(&expected.event_id);
     for e in events {
+        // Lua's KEYS is 1-based and KEYS[1] is the marker.
+        let stream_index = streams.iter().position(|s| *s == e.stream_key).unwrap_or(0) + 2;
         invocation
             .arg(e.seq)
             .arg(&e.event_id)
@@ -131,7 +145,8 @@ pub async fn publish<C: ConnectionLike>(
             .arg(&e.key)
             .arg(&e.data)
             .arg(&e.ts)
-            .arg(e.traceparent.as_deref().unwrap_or(""));
+            .arg(e.traceparent.as_deref().unwrap_or(""))
+            .arg(stream_index);
     }
     let appended: i64 = invocation.invoke_async(conn).await?;
     Ok(u64::try_from(appended).map_or(Published::MarkerMoved, Published::Appended))

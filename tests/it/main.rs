@@ -17,6 +17,7 @@ mod http_telemetry;
 mod inventory;
 mod migrations;
 mod outages;
+mod outputs;
 mod poison;
 mod registry;
 mod relay;

@@ -303,7 +303,6 @@ async fn firing_a_timer_that_is_gone_commits_nothing() {
             version: 1,
             expected_version: 0,
         }],
-        output_stream: "reminders.events",
         fired_timers: vec!["t-gone"],
         ..Default::default()
     };

@@ -1,4 +1,4 @@
-//! The outbox relay: publishes committed events from Postgres to the domain's output stream,
+//! The outbox relay: publishes committed events from Postgres to the domain's output streams,
 //! exactly once (see [`crate::streams::outbox_relay`]), publishes them again when Redis comes
 //! back behind, waits for Redis's append-only file where it can (`WAITAOF`), and trims that
 //! stream on a timer.
@@ -266,21 +266,12 @@ impl<'a, D: Domain> Publisher<'a, D> {
                 outbox::next_batch(conn, domain, after, ctx.runtime.relay_batch).await
             })
             .await?;
-        let batch: Vec<OutgoingEvent> = batch.into_iter().map(outgoing).collect();
+        let batch: Vec<OutgoingEvent> = batch.into_iter().map(|row| outgoing(ctx, row)).collect();
         let Some(last) = batch.last() else {
             return Ok(Round::Idle);
         };
-        let stream_key = ctx.keys.stream(&ctx.output_stream());
         let marker_key = ctx.relay_marker_key();
-        match publish(
-            &mut self.redis,
-            &stream_key,
-            &marker_key,
-            &self.expected,
-            &batch,
-        )
-        .await?
-        {
+        match publish(&mut self.redis, &marker_key, &self.expected, &batch).await? {
             Published::MarkerMoved => {
                 self.expected = self.reconcile_marker().await?;
                 return Ok(Round::Reconciled);
@@ -468,23 +459,21 @@ async fn trim_output<D: Domain>(ctx: &DomainContext<D>) -> Result<(), RelayError
         seq: 0,
     };
     let mut redis = ctx.redis.manager();
-    let removed = trim(
-        &mut redis,
-        &ctx.keys.stream(&ctx.output_stream()),
-        keep_after,
-    )
-    .await?;
-    if removed > 0 {
-        tracing::debug!(removed, "trimmed output stream");
+    for stream in ctx.output_streams() {
+        let removed = trim(&mut redis, &ctx.keys.stream(&stream), keep_after).await?;
+        if removed > 0 {
+            tracing::debug!(stream, removed, "trimmed output stream");
+        }
     }
     Ok(())
 }
 
 /// The row as the stream's publisher takes it (the store and the stream adapters do not know
 /// each other's types).
-fn outgoing(row: outbox::PendingEvent) -> OutgoingEvent {
+fn outgoing<D: Domain>(ctx: &DomainContext<D>, row: outbox::PendingEvent) -> OutgoingEvent {
     OutgoingEvent {
         seq: row.seq,
+        stream_key: ctx.keys.stream(&row.stream),
         event_id: row.event_id,
         event_type: row.event_type,
         key: row.key,
