@@ -26,7 +26,8 @@ use crate::domain::{
 };
 use crate::faults::Faults;
 use crate::store::entities::EntityWrite;
-use crate::telemetry::metrics::{ENTITIES_IN_MEMORY, ENTITY_EVICTIONS_TOTAL, HANDLE_SECONDS};
+use crate::telemetry::events::{Eviction, RuntimeEvent};
+use crate::telemetry::metrics::{ENTITIES_IN_MEMORY, HANDLE_SECONDS};
 
 /// The span a handler runs in: the entity key and the W3C trace context of the work, so the
 /// handler's own log lines join the trace of the input that caused them.
@@ -64,8 +65,6 @@ pub struct Partition<D: Domain> {
     residency: Residency,
     handle_seconds: metrics::Histogram,
     in_memory: metrics::Gauge,
-    evicted_idle: metrics::Counter,
-    evicted_capacity: metrics::Counter,
     watch: HandlerWatch,
 }
 
@@ -187,8 +186,6 @@ impl<D: Domain> Partition<D> {
         Self {
             handle_seconds: metrics::histogram!(HANDLE_SECONDS, "domain" => name),
             in_memory: metrics::gauge!(ENTITIES_IN_MEMORY, "domain" => name),
-            evicted_idle: metrics::counter!(ENTITY_EVICTIONS_TOTAL, "domain" => name, "reason" => "idle"),
-            evicted_capacity: metrics::counter!(ENTITY_EVICTIONS_TOTAL, "domain" => name, "reason" => "capacity"),
             domain,
             entities: HashMap::new(),
             undo: HashMap::new(),
@@ -258,12 +255,12 @@ impl<D: Domain> Partition<D> {
         let evicted = gone.len();
         if evicted > 0 {
             self.in_memory.decrement(evicted as f64);
-            self.evicted_idle.increment(evicted as u64);
-            tracing::debug!(
-                domain = self.domain.name(),
-                evicted,
-                "evicted idle entities"
-            );
+            RuntimeEvent::EntitiesEvicted {
+                domain: self.domain.name(),
+                reason: Eviction::Idle,
+                count: evicted,
+            }
+            .record();
         }
     }
 
@@ -293,12 +290,12 @@ impl<D: Domain> Partition<D> {
             self.entities.remove(&key);
         }
         self.in_memory.decrement(evict as f64);
-        self.evicted_capacity.increment(evict as u64);
-        tracing::debug!(
-            domain = self.domain.name(),
-            evicted = evict,
-            "evicted least recently used entities over capacity"
-        );
+        RuntimeEvent::EntitiesEvicted {
+            domain: self.domain.name(),
+            reason: Eviction::Capacity,
+            count: evict,
+        }
+        .record();
     }
 
     /// The write of `key`'s current value (serialized as `state_json`), guarded by its
@@ -613,8 +610,8 @@ impl<D: Domain> Handler<Refresh<D::State>> for Partition<D> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
+    use crate::telemetry::captured_logs::Captured;
+    use std::sync::Arc;
 
     use serde::{Deserialize, Serialize};
 
@@ -781,22 +778,6 @@ mod tests {
         kept.sort();
         assert_eq!(kept.len(), 18);
         assert_eq!(kept[0], "K07");
-    }
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::ErrorKind::Other)?
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     #[test]

@@ -46,10 +46,8 @@ use crate::streams::StreamError;
 use crate::streams::dead_letter::{Reason, move_to_dead_letters};
 use crate::streams::entry::{EntryId, StreamEntry};
 use crate::telemetry::error_chain;
-use crate::telemetry::metrics::{
-    BATCH_SIZE, DEAD_LETTERS_TOTAL, ENTITY_LOADS_TOTAL, EVENTS_TOTAL, PERSIST_SECONDS,
-    TIMER_LATENESS_SECONDS, TIMERS_TOTAL,
-};
+use crate::telemetry::events::{InputOutcome, RuntimeEvent};
+use crate::telemetry::metrics::{BATCH_SIZE, PERSIST_SECONDS};
 
 /// Dead-letter reason of an input whose unit Postgres refused for its data, once splitting the
 /// unit has isolated it.
@@ -105,7 +103,6 @@ struct Inner<D: Domain> {
     partitions: Vec<Addr<Partition<D>>>,
     limits: Limits,
     persist_seconds: metrics::Histogram,
-    loads: metrics::Counter,
     /// Keys written by a unit whose commit reported failure. The commit may have landed all the
     /// same (the connection broke while COMMIT was answered), so memory cannot know their
     /// values: they are reloaded from Postgres before the next unit.
@@ -114,37 +111,16 @@ struct Inner<D: Domain> {
     quarantine: Arc<Quarantine>,
     /// When quarantined keys were last tried again.
     quarantine_checked: Mutex<Instant>,
-    timer_metrics: TimerMetrics,
 }
 
-/// The domain's timer counters, by outcome, and the lateness of firings.
-struct TimerMetrics {
-    scheduled: metrics::Counter,
-    cancelled: metrics::Counter,
-    fired: metrics::Counter,
-    retried: metrics::Counter,
-    dead: metrics::Counter,
-    lateness: metrics::Histogram,
-}
-
-impl TimerMetrics {
-    fn new(domain: &'static str) -> Self {
-        let outcome = |outcome: &'static str| metrics::counter!(TIMERS_TOTAL, "domain" => domain, "outcome" => outcome);
-        Self {
-            scheduled: outcome("scheduled"),
-            cancelled: outcome("cancelled"),
-            fired: outcome("fired"),
-            retried: outcome("retried"),
-            dead: outcome("dead"),
-            lateness: metrics::histogram!(TIMER_LATENESS_SECONDS, "domain" => domain),
-        }
+/// Counts what a committed unit scheduled and cancelled.
+fn timers_committed(domain: &'static str, unit: &BatchCommit<'_>) {
+    RuntimeEvent::TimersCommitted {
+        domain,
+        scheduled: unit.timers.len(),
+        cancelled: unit.cancelled_timers.len(),
     }
-
-    /// Counts what a committed unit scheduled and cancelled.
-    fn committed(&self, unit: &BatchCommit<'_>) {
-        self.scheduled.increment(unit.timers.len() as u64);
-        self.cancelled.increment(unit.cancelled_timers.len() as u64);
-    }
+    .record();
 }
 
 /// How often quarantined keys are tried again (a repaired row is picked up this soon).
@@ -158,22 +134,18 @@ impl<D: Domain> Processor<D> {
         quarantine: Arc<Quarantine>,
     ) -> Self {
         let persist_seconds = metrics::histogram!(PERSIST_SECONDS, "domain" => ctx.name());
-        let loads = metrics::counter!(ENTITY_LOADS_TOTAL, "domain" => ctx.name());
         let limits = Limits {
             max_key_bytes: ctx.runtime.max_key_bytes,
         };
-        let ctx_name = ctx.name();
         Self {
             inner: Arc::new(Inner {
                 ctx,
                 partitions,
                 limits,
                 persist_seconds,
-                loads,
                 uncertain: Mutex::default(),
                 quarantine,
                 quarantine_checked: Mutex::new(Instant::now()),
-                timer_metrics: TimerMetrics::new(ctx_name),
             }),
         }
     }
@@ -493,7 +465,6 @@ impl<D: Domain> Inner<D> {
                     out.report.skipped += 1;
                 }
                 Decoded::Malformed(reason) => {
-                    tracing::warn!(entry.id = %entry.id, reason = reason.code(), error = %reason, "dead-lettering entry that cannot be applied");
                     out.dead.push((index, reason.code(), reason.to_string()));
                 }
             }
@@ -567,22 +538,34 @@ impl<D: Domain> Inner<D> {
                 tracing::debug!(entry.id = %entry.id, "entry no longer pending; not dead-lettered twice");
                 continue;
             }
-            metrics::counter!(DEAD_LETTERS_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone(), "reason" => *code).increment(1);
+            RuntimeEvent::DeadLettered {
+                domain: ctx.name(),
+                stream: &binding.name,
+                entry_id: &entry.id.to_string(),
+                reason: code,
+                error,
+                deliveries,
+            }
+            .record();
             out.report.dead_lettered += 1;
         }
 
         let report = out.report;
-        let count = |outcome: &'static str, n: usize| {
-            if n > 0 {
-                metrics::counter!(EVENTS_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone(), "outcome" => outcome)
-                    .increment(n as u64);
+        for (outcome, count) in [
+            (InputOutcome::Applied, report.applied),
+            (InputOutcome::Duplicate, report.duplicates),
+            (InputOutcome::DeadLettered, report.dead_lettered),
+            (InputOutcome::Failed, report.left_pending),
+            (InputOutcome::Skipped, report.skipped),
+        ] {
+            RuntimeEvent::Inputs {
+                domain: ctx.name(),
+                stream: &binding.name,
+                outcome,
+                count,
             }
-        };
-        count("applied", report.applied);
-        count("duplicate", report.duplicates);
-        count("dead_lettered", report.dead_lettered);
-        count("failed", report.left_pending);
-        count("skipped", report.skipped);
+            .record();
+        }
         if report.applied + report.duplicates + report.dead_lettered + report.skipped > 0 {
             ctx.progress.progressed(&binding.name);
         }
@@ -762,7 +745,7 @@ impl<D: Domain> Inner<D> {
                 }
                 if applied.applied.is_empty() {
                     self.settle(&applied.involved, true).await;
-                    conclude_failures(applied.failed, blocked, out, entries);
+                    conclude_failures(applied.failed, blocked, out);
                     return Ok(());
                 }
                 let batch = BatchCommit {
@@ -778,7 +761,7 @@ impl<D: Domain> Inner<D> {
                 match self.commit(&batch, &applied.involved).await {
                     Ok(()) => {
                         self.ctx.faults.reached(CrashPoint::AfterCommitBeforeAck);
-                        self.timer_metrics.committed(&batch);
+                        timers_committed(self.ctx.name(), &batch);
                         if !batch.events.is_empty() {
                             self.ctx.relay_wakeup.notify_one();
                         }
@@ -786,7 +769,7 @@ impl<D: Domain> Inner<D> {
                         out.ack
                             .extend(applied.applied.iter().map(|(index, _)| entries[*index].id));
                         out.notifications.extend(applied.notifications);
-                        conclude_failures(applied.failed, blocked, out, entries);
+                        conclude_failures(applied.failed, blocked, out);
                         return Ok(());
                     }
                     Err(StoreError::AlreadyApplied(ids)) => {
@@ -978,7 +961,11 @@ impl<D: Domain> Inner<D> {
             return Ok(HashMap::new());
         }
         let (loaded, unloadable) = self.load_stored(missing).await?;
-        self.loads.increment(loaded.len() as u64);
+        RuntimeEvent::EntitiesLoaded {
+            domain: self.ctx.name(),
+            count: loaded.len(),
+        }
+        .record();
         tracing::debug!(
             domain = self.ctx.name(),
             partition = p,
@@ -1220,7 +1207,7 @@ impl<D: Domain> Inner<D> {
             tracing::error!(error = %error_chain(&e), "command not committed");
             return Err(CommandError::from_commit(e));
         }
-        self.timer_metrics.committed(&unit);
+        timers_committed(ctx.name(), &unit);
         if !unit.events.is_empty() {
             ctx.relay_wakeup.notify_one();
         }
@@ -1346,17 +1333,19 @@ impl<D: Domain> Inner<D> {
                         if !batch.events.is_empty() {
                             self.ctx.relay_wakeup.notify_one();
                         }
-                        self.timer_metrics.committed(&batch);
+                        timers_committed(self.ctx.name(), &batch);
                         let now = self.ctx.clock.now();
-                        for (index, _) in &applied.applied {
-                            let late = (now - due[*index].due).to_std().unwrap_or_default();
-                            self.timer_metrics.lateness.record(late.as_secs_f64());
+                        let lateness: Vec<std::time::Duration> = applied
+                            .applied
+                            .iter()
+                            .map(|(index, _)| (now - due[*index].due).to_std().unwrap_or_default())
+                            .collect();
+                        RuntimeEvent::TimersFired {
+                            domain: self.ctx.name(),
+                            lateness: &lateness,
                         }
-                        self.timer_metrics
-                            .fired
-                            .increment(applied.applied.len() as u64);
+                        .record();
                         report.fired += applied.applied.len();
-                        tracing::debug!(fired = applied.applied.len(), "fired due timers");
                         for n in applied.notifications {
                             let _ = self.ctx.notifications.send(n);
                         }
@@ -1424,8 +1413,15 @@ impl<D: Domain> Inner<D> {
                         timers::retry_later(conn, name, &timer.id, retry_at).await
                     })
                     .await?;
-                    tracing::warn!(timer.id = %timer.id, key = %timer.key, attempts = timer.attempts + 1, error, retry_in_ms = delay.as_millis() as u64, "timer failed; trying it again later");
-                    self.timer_metrics.retried.increment(1);
+                    RuntimeEvent::TimerRetried {
+                        domain: name,
+                        timer: &timer.id,
+                        key: &timer.key,
+                        attempts: timer.attempts + 1,
+                        error: &error,
+                        retry_in: delay,
+                    }
+                    .record();
                     report.retried += 1;
                 }
                 Unfired::Dead(code, error) => {
@@ -1434,8 +1430,14 @@ impl<D: Domain> Inner<D> {
                         timers::bury(conn, name, &timer.id, &reason).await
                     })
                     .await?;
-                    tracing::error!(timer.id = %timer.id, key = %timer.key, reason = code, error, "timer failed for good; set aside as dead");
-                    self.timer_metrics.dead.increment(1);
+                    RuntimeEvent::TimerDead {
+                        domain: name,
+                        timer: &timer.id,
+                        key: &timer.key,
+                        reason: code,
+                        error: &error,
+                    }
+                    .record();
                     report.dead += 1;
                 }
             }
@@ -1480,11 +1482,10 @@ fn conclude_failures(
     failed: Vec<(usize, String, Failure, bool)>,
     blocked: &mut HashSet<String>,
     out: &mut Outcome,
-    entries: &[StreamEntry],
 ) {
     for (index, key, failure, dead) in failed {
         if dead {
-            tracing::error!(entry.id = %entries[index].id, key, error = %failure, "dead-lettering entry");
+            // Logged as it failed ("handler failed"), and as it is moved (RuntimeEvent).
             out.dead
                 .push((index, failure.dead_letter_code(), failure.to_string()));
         } else {

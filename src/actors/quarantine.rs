@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::telemetry::events::RuntimeEvent;
+
 /// Dead-letter reason of an input whose entity is quarantined.
 pub const UNLOADABLE_STATE: &str = "unloadable_state";
 
@@ -21,12 +23,17 @@ pub struct Quarantine {
 
 impl Quarantine {
     /// Quarantines `key`; logs it the first time.
-    pub fn add(&self, domain: &str, key: &str, reason: String) {
+    pub fn add(&self, domain: &'static str, key: &str, reason: String) {
         if let Ok(mut keys) = self.keys.lock()
             && keys.insert(key.to_owned(), reason.clone()).is_none()
         {
             self.any.store(true, Ordering::Release);
-            tracing::error!(domain, key, error = %reason, "stored state cannot be loaded; the key is quarantined: its inputs are dead-lettered (unloadable_state) until the row is repaired");
+            RuntimeEvent::Quarantined {
+                domain,
+                key,
+                error: &reason,
+            }
+            .record();
         }
     }
 
@@ -47,16 +54,12 @@ impl Quarantine {
     }
 
     /// Takes `key` out of quarantine (its state loads again).
-    pub fn release(&self, domain: &str, key: &str) {
+    pub fn release(&self, domain: &'static str, key: &str) {
         if let Ok(mut keys) = self.keys.lock()
             && keys.remove(key).is_some()
         {
             self.any.store(!keys.is_empty(), Ordering::Release);
-            tracing::info!(
-                domain,
-                key,
-                "stored state loads again; the key is out of quarantine"
-            );
+            RuntimeEvent::Released { domain, key }.record();
         }
     }
 }

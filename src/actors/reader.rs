@@ -22,7 +22,7 @@ use actix::{
 use super::backoff::Backoff;
 use super::context::{DomainContext, StreamBinding};
 use super::processor::{BatchReport, ProcessBatch, ProcessError, Processor};
-use super::supervisor::{Child, ChildExited};
+use super::supervisor::{Child, ChildExited, ExitCause};
 use crate::domain::Domain;
 use crate::store;
 use crate::streams::StreamError;
@@ -38,9 +38,12 @@ pub enum ReaderError {
     /// A batch could not be processed.
     #[error(transparent)]
     Process(#[from] ProcessError),
-    /// The processor did not answer.
-    #[error("processor unavailable: {0}")]
-    Processor(String),
+    /// The processor did not take the batch (its mailbox is closed or full).
+    #[error("processor unavailable")]
+    ProcessorGone(#[source] actix::MailboxError),
+    /// The processor did not answer in time.
+    #[error("batch not processed within runtime.ask_timeout_ms")]
+    ProcessorTimeout,
 }
 
 /// How a run of reading new entries ended.
@@ -58,7 +61,7 @@ impl ReaderError {
         match self {
             ReaderError::Streams(e) => e.is_outage(),
             ReaderError::Process(e) => e.is_outage(),
-            ReaderError::Processor(_) => false,
+            ReaderError::ProcessorGone(_) | ReaderError::ProcessorTimeout => false,
         }
     }
 }
@@ -110,7 +113,7 @@ impl<D: Domain> Actor for Reader<D> {
                         child,
                         progressed,
                         outage: result.as_ref().is_err_and(ReaderError::is_outage),
-                        error: result.err().map(|e| e.to_string()),
+                        error: result.err().map(|e| Arc::new(e) as ExitCause),
                     });
                     ctx.stop();
                 }),
@@ -339,10 +342,8 @@ impl<D: Domain> ReadLoop<D> {
         let timeout = self.ctx.runtime.ask_timeout();
         Box::pin(async move {
             match tokio::time::timeout(timeout, request).await {
-                Ok(reply) => Ok(reply.map_err(|e| ReaderError::Processor(e.to_string()))??),
-                Err(_) => Err(ReaderError::Processor(
-                    "batch not processed within runtime.ask_timeout_ms".into(),
-                )),
+                Ok(reply) => Ok(reply.map_err(ReaderError::ProcessorGone)??),
+                Err(_) => Err(ReaderError::ProcessorTimeout),
             }
         })
     }

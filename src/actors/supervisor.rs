@@ -32,9 +32,9 @@ use crate::streams::dead_letter;
 use crate::streams::entry::EntryId;
 use crate::streams::group::{group_stats, oldest_pending_wait, remove_idle_consumers};
 use crate::telemetry::error_chain;
+use crate::telemetry::events::{Cause, RuntimeEvent};
 use crate::telemetry::metrics::{
-    ACTOR_RESTARTS_TOTAL, CONSUMER_LAG, CONSUMER_OLDEST_PENDING_SECONDS, CONSUMER_PENDING,
-    CONSUMERS_REMOVED_TOTAL, DEAD_LETTERS_TRIMMED_TOTAL, DOMAIN_UP, OUTBOX_BACKLOG, TIMERS_DUE,
+    CONSUMER_LAG, CONSUMER_OLDEST_PENDING_SECONDS, CONSUMER_PENDING, OUTBOX_BACKLOG, TIMERS_DUE,
 };
 
 /// A supervised child.
@@ -69,9 +69,12 @@ pub struct ChildExited {
     /// long as the outage lasts, without counting toward the restart intensity (readiness
     /// already names the unreachable server, and the domain must resume once it is back).
     pub outage: bool,
-    /// Why it failed.
-    pub error: Option<String>,
+    /// Why it failed, with its causes.
+    pub error: Option<ExitCause>,
 }
+
+/// Why a child failed: its error, causes kept (logged as a chain, never shown to clients).
+pub type ExitCause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Message for ChildExited {
     type Result = ();
@@ -232,7 +235,6 @@ impl<D: Domain> Actor for DomainSupervisor<D> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::gauge!(DOMAIN_UP, "domain" => self.ctx.name()).set(1.0);
         let children: Vec<Child> = self
             .bindings
             .iter()
@@ -253,11 +255,11 @@ impl<D: Domain> Actor for DomainSupervisor<D> {
         ctx.run_interval(every, move |act, _| {
             act.ctx.progress.watch(act.ctx.name(), stall_timeout);
         });
-        tracing::info!(
-            domain = self.ctx.name(),
-            streams = self.bindings.len(),
-            "domain started"
-        );
+        RuntimeEvent::DomainStarted {
+            domain: self.ctx.name(),
+            streams: self.bindings.len(),
+        }
+        .record();
     }
 }
 
@@ -278,7 +280,6 @@ impl<D: Domain> Handler<ChildExited> for DomainSupervisor<D> {
             self.stop_relay_once_readers_are_gone();
             return;
         }
-        let error = msg.error.unwrap_or_else(|| "stopped unexpectedly".into());
         let backoff = self.backoff.entry(msg.child.clone()).or_insert_with(|| {
             Backoff::new(
                 Duration::from_millis(self.ctx.runtime.backoff_initial_ms),
@@ -297,16 +298,26 @@ impl<D: Domain> Handler<ChildExited> for DomainSupervisor<D> {
                 self.ctx.runtime.restart_window_seconds,
                 msg.child.label()
             );
-            tracing::error!(domain, reason = %reason, error = %error, "domain failed; giving up on restarts");
+            RuntimeEvent::DomainFailed {
+                domain,
+                reason: &reason,
+                error: msg.error.as_deref().map(|e| e as Cause<'_>),
+            }
+            .record();
             self.status.fail(reason);
-            metrics::gauge!(DOMAIN_UP, "domain" => domain).set(0.0);
             self.stopping = true;
             self.stop_children();
             return;
         }
-        metrics::counter!(ACTOR_RESTARTS_TOTAL, "domain" => domain, "actor" => msg.child.label())
-            .increment(1);
-        tracing::warn!(domain, actor = msg.child.label(), child = ?msg.child, error = %error, outage = msg.outage, delay_ms = delay.as_millis() as u64, "restarting failed actor");
+        RuntimeEvent::ActorRestarted {
+            domain,
+            actor: msg.child.label(),
+            child: &format!("{:?}", msg.child),
+            error: msg.error.as_deref().map(|e| e as Cause<'_>),
+            outage: msg.outage,
+            delay,
+        }
+        .record();
         let child = msg.child;
         ctx.run_later(delay, move |act, ctx| {
             if !act.stopping {
@@ -417,11 +428,12 @@ async fn tidy_stream<D: Domain>(
     };
     let trimmed =
         dead_letter::trim(redis, &binding.dlq_key, keep_after, rt.dead_letter_max_len).await?;
-    if trimmed > 0 {
-        metrics::counter!(DEAD_LETTERS_TRIMMED_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone())
-            .increment(trimmed);
-        tracing::info!(domain = ctx.name(), stream = %binding.name, trimmed, "trimmed dead letters past their retention or length");
+    RuntimeEvent::DeadLettersTrimmed {
+        domain: ctx.name(),
+        stream: &binding.name,
+        count: trimmed,
     }
+    .record();
     let c = &binding.consumer;
     let removed = remove_idle_consumers(
         redis,
@@ -432,11 +444,12 @@ async fn tidy_stream<D: Domain>(
     )
     .await?;
     for consumer in &removed {
-        tracing::info!(domain = ctx.name(), stream = %binding.name, consumer, "removed a consumer idle past the grace period with nothing pending");
-    }
-    if !removed.is_empty() {
-        metrics::counter!(CONSUMERS_REMOVED_TOTAL, "domain" => ctx.name(), "stream" => binding.name.clone())
-            .increment(removed.len() as u64);
+        RuntimeEvent::ConsumerRemoved {
+            domain: ctx.name(),
+            stream: &binding.name,
+            consumer,
+        }
+        .record();
     }
     Ok(())
 }

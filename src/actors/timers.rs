@@ -22,7 +22,7 @@ use super::ask::{AskError, ask};
 use super::backoff::Backoff;
 use super::context::DomainContext;
 use super::processor::{FireTimers, ProcessError, Processor, TimerReport};
-use super::supervisor::{Child, ChildExited};
+use super::supervisor::{Child, ChildExited, ExitCause};
 use crate::domain::Domain;
 use crate::store::StoreError;
 use crate::store::pool::within;
@@ -119,7 +119,7 @@ impl<D: Domain> Actor for TimerPoller<D> {
                 child: Child::Timers,
                 progressed,
                 outage: result.as_ref().is_err_and(TimerError::is_outage),
-                error: result.err().map(|e| e.to_string()),
+                error: result.err().map(|e| Arc::new(e) as ExitCause),
             });
             ctx.stop();
         }));

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::telemetry::metrics::DOMAIN_STALLED;
+use crate::telemetry::events::RuntimeEvent;
 
 /// What the watchdog watches, shared by the reader, the processor, the partitions and the
 /// readiness check.
@@ -95,20 +95,16 @@ impl Progress {
             return;
         };
         match (&*stalled, &verdict) {
-            (None, Some(reason)) => {
-                let keys = self.keys_in_handlers();
-                tracing::error!(domain, keys = ?keys, idle_s = idle.as_secs(), reason = %reason, "domain stalled: input waits and nothing progresses");
+            (None, Some(reason)) => RuntimeEvent::Stalled {
+                domain,
+                reason,
+                keys: &self.keys_in_handlers(),
+                idle,
             }
-            (Some(_), None) => {
-                tracing::info!(domain, "domain no longer stalled");
-            }
+            .record(),
+            (Some(_), None) => RuntimeEvent::StallEnded { domain }.record(),
             _ => {}
         }
-        metrics::gauge!(DOMAIN_STALLED, "domain" => domain).set(if verdict.is_some() {
-            1.0
-        } else {
-            0.0
-        });
         *stalled = verdict;
     }
 

@@ -27,9 +27,9 @@ pub async fn run(database_url: &str) -> Result<Vec<String>, StoreError> {
             .execute(&mut conn)?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(StoreError::Migration)?;
         Ok(applied.iter().map(ToString::to_string).collect())
     })
     .await
-    .map_err(|e| StoreError::Migration(format!("migration task failed: {e}")))?
+    .map_err(|e| StoreError::Migration(Box::new(e)))?
 }

@@ -19,12 +19,15 @@ pub use pool::{DbConn, DbPool};
 
 use std::time::Duration;
 
+/// A cause from a library whose error type the store does not name.
+pub type BoxedCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No connection could be had from the pool (database down, pool exhausted, timeout).
     #[error("no database connection: {0}")]
-    Pool(String),
+    Pool(#[source] BoxedCause),
     /// A statement failed.
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
@@ -33,7 +36,7 @@ pub enum StoreError {
     Connect(#[from] diesel::ConnectionError),
     /// Applying the embedded migrations failed.
     #[error("migrations failed: {0}")]
-    Migration(String),
+    Migration(#[source] BoxedCause),
     /// The operation did not finish in time.
     #[error("database did not answer within {0:?}")]
     Timeout(Duration),
@@ -133,7 +136,7 @@ impl StoreError {
 
 impl From<deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>> for StoreError {
     fn from(e: deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>) -> Self {
-        StoreError::Pool(e.to_string())
+        StoreError::Pool(Box::new(e))
     }
 }
 

@@ -31,7 +31,7 @@ pub fn build(settings: &DatabaseSettings) -> Result<DbPool, StoreError> {
         .create_timeout(timeout)
         .recycle_timeout(timeout)
         .build()
-        .map_err(|e| StoreError::Pool(e.to_string()))
+        .map_err(|e| StoreError::Pool(Box::new(e)))
 }
 
 /// Runs `work` on a pooled connection within `limit`. A connection that does not answer in

@@ -53,6 +53,8 @@ pub const DEAD_LETTERS_TOTAL: &str = "troupe_dead_letters_total";
 pub const DOMAIN_UP: &str = "troupe_domain_up";
 /// Gauge: entities held in memory (including keys known to have no row), by `domain`.
 pub const ENTITIES_IN_MEMORY: &str = "troupe_entities_in_memory";
+/// Gauge: keys whose stored state does not load (their inputs are dead-lettered), by `domain`.
+pub const ENTITIES_QUARANTINED: &str = "troupe_entities_quarantined";
 /// Counter: entities loaded from Postgres on first use, by `domain`.
 pub const ENTITY_LOADS_TOTAL: &str = "troupe_entity_loads_total";
 /// Counter: entities evicted from memory, by `domain` and `reason` (`idle`, `capacity`).
@@ -177,6 +179,10 @@ fn describe() {
     metrics::describe_gauge!(
         ENTITIES_IN_MEMORY,
         "Entities held in memory by the domain's partitions."
+    );
+    metrics::describe_gauge!(
+        ENTITIES_QUARANTINED,
+        "Keys whose stored state does not load; their inputs are dead-lettered until repaired."
     );
     metrics::describe_counter!(
         ENTITY_LOADS_TOTAL,

@@ -1,6 +1,31 @@
-//! Logs and metrics: the `tracing` subscriber and the Prometheus recorder.
+//! Logs and metrics: the `tracing` subscriber, the Prometheus recorder, and the runtime events
+//! that write both.
 
+pub mod events;
 pub mod metrics;
+
+/// Log output captured in tests, to check what a log line says.
+#[cfg(test)]
+pub(crate) mod captured_logs {
+    use std::sync::{Arc, Mutex};
+
+    /// A `tracing_subscriber` writer keeping everything written to it.
+    #[derive(Clone, Default)]
+    pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -34,14 +59,48 @@ pub fn init_tracing(settings: &TelemetrySettings) -> bool {
     }
 }
 
-/// `outer: inner: innermost`, for logging an error with its causes on one line.
+/// `outer: inner: innermost`, for logging an error with its causes on one line. A cause whose
+/// text its error already ends with (`"query failed: {0}"` with the cause as its source) is
+/// not repeated.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner failed")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("outer failed")]
+        Plain(#[source] Inner),
+        #[error("outer failed: {0}")]
+        Repeating(#[source] Inner),
+    }
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        assert_eq!(
+            error_chain(&Outer::Plain(Inner)),
+            "outer failed: inner failed"
+        );
+        assert_eq!(
+            error_chain(&Outer::Repeating(Inner)),
+            "outer failed: inner failed"
+        );
+    }
 }

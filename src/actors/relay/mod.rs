@@ -15,7 +15,7 @@ use actix::{
 };
 
 use super::context::DomainContext;
-use super::supervisor::{Child, ChildExited};
+use super::supervisor::{Child, ChildExited, ExitCause};
 use crate::domain::Domain;
 use crate::settings::CrashPoint;
 use redis::aio::MultiplexedConnection;
@@ -29,9 +29,7 @@ use crate::streams::outbox_relay::{
     wait_aof,
 };
 use crate::telemetry::error_chain;
-use crate::telemetry::metrics::{
-    OUTBOX_PUBLISHED_TOTAL, OUTBOX_REPUBLISHED_TOTAL, RELAY_RECONCILED_TOTAL,
-};
+use crate::telemetry::events::{Reconciliation, RuntimeEvent};
 use reconcile::{Reconcile, reconcile};
 
 /// Why the relay stopped.
@@ -97,7 +95,7 @@ impl<D: Domain> Actor for Relay<D> {
                         child: Child::Relay,
                         progressed,
                         outage: result.as_ref().is_err_and(RelayError::is_outage),
-                        error: result.err().map(|e| e.to_string()),
+                        error: result.err().map(|e| Arc::new(e) as ExitCause),
                     });
                     ctx.stop();
                 }),
@@ -276,14 +274,12 @@ impl<'a, D: Domain> Publisher<'a, D> {
                 self.expected = self.reconcile_marker().await?;
                 return Ok(Round::Reconciled);
             }
-            Published::Appended(n) => {
-                let again = batch.iter().filter(|e| e.republished).count() as u64;
-                metrics::counter!(OUTBOX_PUBLISHED_TOTAL, "domain" => domain).increment(n);
-                if again > 0 {
-                    metrics::counter!(OUTBOX_REPUBLISHED_TOTAL, "domain" => domain)
-                        .increment(again);
-                }
+            Published::Appended(count) => RuntimeEvent::Published {
+                domain,
+                count,
+                republished: batch.iter().filter(|e| e.republished).count() as u64,
             }
+            .record(),
         }
         if self.wait_aof && !wait_aof(&mut self.redis, ctx.commit_timeout).await? {
             return Err(RelayError::NotDurable);
@@ -340,60 +336,41 @@ impl<'a, D: Domain> Publisher<'a, D> {
                 outbox::view(conn, domain, marker_id.as_deref()).await
             })
             .await?;
-        let at = marker.map_or(0, |m| m.seq);
-        let published = view.last_published.as_ref().map_or(0, |l| l.0);
-        let (outcome, target) = match reconcile(marker, &view) {
+        let marker_seq = marker.map_or(0, |m| m.seq);
+        let published_seq = view.last_published.as_ref().map_or(0, |l| l.0);
+        let (how, target) = match reconcile(marker, &view) {
             Reconcile::InStep(m) => return Ok(m),
-            Reconcile::Republish { after } => {
-                tracing::warn!(
-                    domain,
-                    marker_seq = after.seq,
-                    published_seq = published,
-                    "Redis is behind what was published (it lost writes or was restored); publishing the retained events after its marker again"
-                );
-                ("redis_behind", after)
-            }
+            Reconcile::Republish { after } => (
+                Reconciliation::RedisBehind {
+                    marker_seq: after.seq,
+                    published_seq,
+                },
+                after,
+            ),
             Reconcile::RecordThrough(m) => {
                 self.record_through(m.seq).await?;
-                tracing::info!(
-                    domain,
-                    marker_seq = m.seq,
-                    "events published before a restart are recorded as published"
-                );
-                ("record_through", m)
+                (Reconciliation::RecordThrough { marker_seq: m.seq }, m)
             }
             Reconcile::Upgrade(m) => {
                 self.record_through(m.seq).await?;
-                tracing::info!(
-                    domain,
-                    marker_seq = m.seq,
-                    "relay marker of the earlier format rewritten"
-                );
-                ("upgrade", m)
+                (Reconciliation::Upgrade { marker_seq: m.seq }, m)
             }
-            Reconcile::PostgresWentBack { to } => {
-                tracing::error!(
-                    domain,
-                    marker_seq = at,
-                    moved_to = to.seq,
-                    "Redis's relay marker names an event the outbox does not hold there: Postgres went back \
-                     (restore, reset or lost commits); moving the marker down so new events are not skipped"
-                );
-                ("postgres_went_back", to)
-            }
-            Reconcile::RepublishAll => {
-                tracing::error!(
-                    domain,
-                    marker_seq = at,
-                    published_seq = published,
-                    "the outbox no longer holds the event at Redis's marker (Redis behind by more than \
-                     runtime.outbox_retention_seconds?); publishing every retained event again; older ones may be missing"
-                );
-                ("republish_all", Marker::default())
-            }
+            Reconcile::PostgresWentBack { to } => (
+                Reconciliation::PostgresWentBack {
+                    marker_seq,
+                    moved_to: to.seq,
+                },
+                to,
+            ),
+            Reconcile::RepublishAll => (
+                Reconciliation::RepublishAll {
+                    marker_seq,
+                    published_seq,
+                },
+                Marker::default(),
+            ),
         };
-        metrics::counter!(RELAY_RECONCILED_TOTAL, "domain" => domain, "outcome" => outcome)
-            .increment(1);
+        RuntimeEvent::Reconciled { domain, how }.record();
         Ok(target)
     }
 
