@@ -11,13 +11,14 @@ use troupe::store::batch::{BatchCommit, commit};
 use troupe::store::entities::EntityWrite;
 use troupe::streams::RedisClients;
 
-use crate::helpers::{AppOptions, TestApp, eventually, spawn_app_with};
+use crate::helpers::child::ChildService;
+use crate::helpers::{AppOptions, Isolation, TestApp, eventually, spawn_app_with};
 
 /// Schedules `count` timers per `reminder.set`; counts the firings per key.
-struct Reminders;
+pub struct Reminders;
 
 #[derive(Clone, Default, Serialize, Deserialize)]
-struct Reminder {
+pub struct Reminder {
     pending: Vec<TimerId>,
     rings: u64,
     ring_ids: Vec<String>,
@@ -27,9 +28,9 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
-enum ReminderEvent {
+pub enum ReminderEvent {
     #[serde(rename = "reminder.set")]
     Set {
         after_ms: u64,
@@ -43,7 +44,7 @@ enum ReminderEvent {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Ring {
+pub struct Ring {
     fail: bool,
 }
 
@@ -119,7 +120,7 @@ async fn app() -> TestApp {
     .await
 }
 
-async fn set(app: &TestApp, id: &str, key: &str, data: &str) {
+async fn set(app: &Isolation, id: &str, key: &str, data: &str) {
     app.xadd(
         "reminders.input",
         &[
@@ -132,7 +133,7 @@ async fn set(app: &TestApp, id: &str, key: &str, data: &str) {
     .await;
 }
 
-async fn rings(app: &TestApp) -> i64 {
+async fn rings(app: &Isolation) -> i64 {
     app.sql_i64(
         "SELECT COALESCE(SUM((state->>'rings')::int8), 0)::int8 AS v FROM troupe_entity_state \
          WHERE domain = 'reminders'",
@@ -140,7 +141,7 @@ async fn rings(app: &TestApp) -> i64 {
     .await
 }
 
-async fn stored_timers(app: &TestApp) -> i64 {
+async fn stored_timers(app: &Isolation) -> i64 {
     app.sql_i64("SELECT count(*)::int8 AS v FROM troupe_timer WHERE domain = 'reminders'")
         .await
 }
@@ -185,6 +186,92 @@ async fn a_timer_fires_once_also_when_the_process_dies_between_schedule_and_fire
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rings(&app).await, 1, "fired once");
     second.abort();
+}
+
+/// Every firing is recorded once: as many applied-input records as rings, none twice.
+async fn assert_each_timer_fired_once(iso: &Isolation, expected: i64) {
+    assert_eq!(rings(iso).await, expected, "rings");
+    assert_eq!(stored_timers(iso).await, 0, "timers left");
+    let distinct = iso
+        .sql_i64(
+            "SELECT count(DISTINCT id)::int8 AS v FROM troupe_entity_state, \
+             jsonb_array_elements_text(state->'ring_ids') AS id WHERE domain = 'reminders'",
+        )
+        .await;
+    assert_eq!(distinct, expected, "every ring by a different timer");
+    let recorded = iso
+        .sql_i64(
+            "SELECT count(*)::int8 AS v FROM troupe_applied_input a WHERE domain = 'reminders' \
+             AND EXISTS (SELECT 1 FROM troupe_entity_state s, jsonb_array_elements_text(s.state->'ring_ids') AS id \
+                         WHERE s.domain = 'reminders' AND id = a.input_id)",
+        )
+        .await;
+    assert_eq!(recorded, expected, "each firing recorded once");
+}
+
+#[actix_web::test]
+async fn timers_fire_exactly_once_across_kill_9_of_the_real_process() {
+    let iso = Isolation::new().await;
+    let env = [("TROUPE__RUNTIME__TIMER_POLL_MS", "50")];
+    let first = ChildService::serving_test_domains(&iso, "reminders", &env).await;
+    // Killed after the timers are stored and before they are due.
+    for i in 0..100 {
+        set(
+            &iso,
+            &format!("a{i}"),
+            &format!("a{i}"),
+            r#"{"after_ms": 1500}"#,
+        )
+        .await;
+    }
+    eventually(Duration::from_secs(30), "100 timers stored", || async {
+        stored_timers(&iso).await == 100
+    })
+    .await;
+    first.kill().await;
+    assert_eq!(rings(&iso).await, 0, "none was due before the kill");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rings(&iso).await, 0, "nothing fires without a process");
+
+    let second = ChildService::serving_test_domains(&iso, "reminders", &env).await;
+    eventually(
+        Duration::from_secs(30),
+        "the overdue timers fire",
+        || async { rings(&iso).await == 100 },
+    )
+    .await;
+    // Killed while timers fire: 1,000 due together, the process dies once the first rang.
+    for i in 0..100 {
+        set(
+            &iso,
+            &format!("b{i}"),
+            &format!("b{i}"),
+            r#"{"after_ms": 1000, "count": 10}"#,
+        )
+        .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "1,000 more timers stored",
+        || async { stored_timers(&iso).await == 1_000 },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "firing has begun", || async {
+        rings(&iso).await > 100
+    })
+    .await;
+    second.kill().await;
+    let rang_before_kill = rings(&iso).await;
+    tracing::info!(rang_before_kill, "killed while firing");
+
+    let third = ChildService::serving_test_domains(&iso, "reminders", &env).await;
+    eventually(Duration::from_secs(60), "every timer fired", || async {
+        rings(&iso).await == 1_100
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_each_timer_fired_once(&iso, 1_100).await;
+    third.kill().await;
 }
 
 #[actix_web::test]

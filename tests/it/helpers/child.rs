@@ -6,6 +6,9 @@ use tokio::process::{Child, Command};
 
 use super::{Isolation, config_dir};
 
+/// Names the registry a child started by [`ChildService::start_test_domains`] runs.
+pub const CHILD_REGISTRY: &str = "TROUPE_TEST_CHILD_REGISTRY";
+
 /// A `troupe serve` child process over a test's isolated data.
 pub struct ChildService {
     child: Child,
@@ -17,6 +20,26 @@ impl ChildService {
     /// Starts `troupe serve` with the isolation's settings plus `extra` environment variables.
     /// The instance id stays the same across restarts, as it would in a deployment.
     pub fn start(isolation: &Isolation, extra: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_troupe"));
+        cmd.arg("serve").arg("--config-dir").arg(config_dir());
+        Self::spawn(cmd, isolation, extra)
+    }
+
+    /// Starts this test binary as a service running the test-only domains of `registry` (see
+    /// `crate::child_entry`), for crash tests of domains the `troupe` binary does not have.
+    /// Everything else is as with [`Self::start`].
+    pub fn start_test_domains(
+        isolation: &Isolation,
+        registry: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+        cmd.args(["--ignored", "--exact", "child_entry", "--nocapture"])
+            .env(CHILD_REGISTRY, registry);
+        Self::spawn(cmd, isolation, extra)
+    }
+
+    fn spawn(mut cmd: Command, isolation: &Isolation, extra: &[(&str, &str)]) -> Self {
         let s = &isolation.settings;
         let log = std::env::temp_dir().join(format!("troupe-child-{}.log", s.instance.id));
         let log = std::fs::OpenOptions::new()
@@ -24,11 +47,7 @@ impl ChildService {
             .append(true)
             .open(log)
             .expect("child log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_troupe"));
-        cmd.arg("serve")
-            .arg("--config-dir")
-            .arg(config_dir())
-            .env("TROUPE_ENV", "test")
+        cmd.env("TROUPE_ENV", "test")
             .env("TROUPE__DATABASE__URL", &s.database.url)
             .env("TROUPE__REDIS__URL", &s.redis.url)
             .env("TROUPE__REDIS__KEY_PREFIX", &s.redis.key_prefix)
@@ -51,6 +70,25 @@ impl ChildService {
     /// Like [`Self::start`], listening for HTTP on a free port of its own, and waits until the
     /// service answers `/health/live`: its own `/metrics` are then the process's alone.
     pub async fn serving(isolation: &Isolation, extra: &[(&str, &str)]) -> Self {
+        Self::until_serving(extra, |env| Self::start(isolation, env)).await
+    }
+
+    /// Like [`Self::start_test_domains`], and waits as [`Self::serving`] does.
+    pub async fn serving_test_domains(
+        isolation: &Isolation,
+        registry: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        Self::until_serving(extra, |env| {
+            Self::start_test_domains(isolation, registry, env)
+        })
+        .await
+    }
+
+    async fn until_serving(
+        extra: &[(&str, &str)],
+        start: impl FnOnce(&[(&str, &str)]) -> Self,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -58,7 +96,7 @@ impl ChildService {
             .to_string();
         let mut env = extra.to_vec();
         env.push(("TROUPE__HTTP__PORT", port.as_str()));
-        let mut service = Self::start(isolation, &env);
+        let mut service = start(&env);
         let address = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
