@@ -4,35 +4,22 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::helpers::{AppOptions, TestApp, spawn_app, spawn_app_with};
 
 async fn adjust(app: &TestApp, sku: &str, delta: i64, key: Option<&str>) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(format!(
-            "{}/api/v1/inventory/{sku}/adjustments",
-            app.address
-        ))
-        .json(&json!({"delta": delta, "warehouse": "w1"}));
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
+    let request = app.inventory().adjust(sku, delta);
+    match key {
+        Some(key) => request.idempotency_key(key).send().await,
+        None => request.send().await,
     }
-    request.send().await.unwrap()
 }
 
-async fn stock(app: &TestApp, sku: &str) -> (i64, i64) {
-    let body: Value = app
-        .get(&format!("/api/v1/inventory/{sku}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    (
-        body["on_hand"].as_i64().unwrap(),
-        body["version"].as_i64().unwrap(),
-    )
+/// `(on_hand, version)` of `sku`.
+async fn stock(app: &TestApp, sku: &str) -> (i64, u64) {
+    let stock = app.inventory().stock(sku).await.expect("the SKU exists");
+    (stock.on_hand, stock.version)
 }
 
 #[actix_web::test]

@@ -3,35 +3,25 @@
 //! input is applied exactly once, every emitted event published exactly once, and nothing is
 //! left pending.
 
-use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use rand::Rng;
 
 use crate::helpers::child::ChildService;
+use crate::helpers::oracle::{Expected, STREAM, assert_published, assert_stored};
 use crate::helpers::{Adjustment, Isolation, eventually};
 
-const STREAM: &str = "inventory.adjustments";
-
-/// Writes `n` adjustments over `skus` SKUs; returns per-SKU (on_hand, version) and the number of
-/// events inventory must emit (each time available stock crosses zero in either direction).
-async fn load(iso: &Isolation, n: usize, skus: usize) -> (HashMap<String, (i64, i64)>, u64) {
+/// Writes `n` adjustments over `skus` SKUs, each SKU's stock going up from zero and back down
+/// so most inputs emit an event; returns what they must produce.
+async fn load(iso: &Isolation, n: usize, skus: usize) -> Expected {
     let names: Vec<String> = (0..skus).map(|i| format!("S{i:03}")).collect();
-    let mut expected: HashMap<String, (i64, i64)> = HashMap::new();
-    let mut emitted = 0;
+    let mut expected = Expected::default();
     let mut adjustments = Vec::with_capacity(n);
     for i in 0..n {
         let sku = &names[(i * 31) % skus];
-        let entry = expected.entry(sku.clone()).or_default();
-        // Each SKU's stock goes up from zero and back down, so most inputs emit an event.
-        let delta = [2, -2, 5, -5, 1, -1, 3][(entry.1 % 7) as usize];
-        let was = entry.0 > 0;
-        entry.0 += delta;
-        entry.1 += 1;
-        if was != (entry.0 > 0) {
-            emitted += 1;
-        }
+        let delta = [2, -2, 5, -5, 1, -1, 3][(expected.version(sku) % 7) as usize];
+        expected.add(sku, delta);
         adjustments.push(Adjustment {
             id: format!("c{i}"),
             sku,
@@ -39,22 +29,19 @@ async fn load(iso: &Isolation, n: usize, skus: usize) -> (HashMap<String, (i64, 
         });
     }
     iso.write_adjustments(&adjustments).await;
-    (expected, emitted)
+    expected
 }
 
-async fn assert_exactly_once(
-    iso: &Isolation,
-    expected: &HashMap<String, (i64, i64)>,
-    emitted: u64,
-    total: i64,
-) {
+/// Everything applied once (the oracle's totals), acknowledged, published once, nothing
+/// dead-lettered.
+async fn assert_exactly_once(iso: &Isolation, expected: &Expected) {
     eventually(
         Duration::from_secs(120),
         "everything applied, acknowledged and published",
         || async {
             iso.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
                 .await
-                == total
+                == expected.inputs()
                 && iso.pending(STREAM, "inventory").await == 0
                 && iso
                     .sql_i64("SELECT COUNT(*) AS v FROM troupe_outbox WHERE published_at IS NULL")
@@ -63,37 +50,8 @@ async fn assert_exactly_once(
         },
     )
     .await;
-    let mut conn = iso.db().await;
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        key: String,
-        #[diesel(sql_type = diesel::sql_types::Int8)]
-        on_hand: i64,
-        #[diesel(sql_type = diesel::sql_types::Int8)]
-        version: i64,
-    }
-    use diesel_async::RunQueryDsl;
-    let rows: Vec<Row> = diesel::sql_query(
-        "SELECT key, (state->>'on_hand')::int8 AS on_hand, version FROM troupe_entity_state",
-    )
-    .load(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(rows.len(), expected.len());
-    for row in rows {
-        assert_eq!(
-            expected[&row.key],
-            (row.on_hand, row.version),
-            "SKU {}",
-            row.key
-        );
-    }
-    assert_eq!(
-        iso.xlen("inventory.events").await,
-        emitted,
-        "each emitted event published exactly once"
-    );
+    assert_stored(iso, expected, expected.inputs()).await;
+    assert_published(iso, expected).await;
     assert_eq!(iso.xlen("inventory.adjustments.dlq").await, 0);
 }
 
@@ -101,7 +59,7 @@ async fn assert_exactly_once(
 async fn sigkill_at_random_moments_while_draining_loses_and_doubles_nothing() {
     let iso = Isolation::new().await;
     let total = 20_000;
-    let (expected, emitted) = load(&iso, total, 300).await;
+    let expected = load(&iso, total, 300).await;
     let applied = "SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state";
     let migrated = "SELECT COUNT(*) AS v FROM pg_tables WHERE tablename = 'troupe_entity_state'";
     let mut before = 0;
@@ -130,7 +88,7 @@ async fn sigkill_at_random_moments_while_draining_loses_and_doubles_nothing() {
         "a kill interrupted the drain: {after_kills:?}"
     );
     let child = ChildService::start(&iso, &[]);
-    assert_exactly_once(&iso, &expected, emitted, total as i64).await;
+    assert_exactly_once(&iso, &expected).await;
     child.kill().await;
 }
 
@@ -139,7 +97,7 @@ async fn sigkill_at_random_moments_while_draining_loses_and_doubles_nothing() {
 async fn graceful_stop_mid_drain(signal: &str) {
     let iso = Isolation::new().await;
     let total = 20_000;
-    let (expected, emitted) = load(&iso, total, 300).await;
+    let expected = load(&iso, total, 300).await;
     let child = ChildService::start(&iso, &[("TROUPE__HTTP__SHUTDOWN_GRACE_SECONDS", "10")]);
     let applied = "SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state";
     let migrated = "SELECT COUNT(*) AS v FROM pg_tables WHERE tablename = 'troupe_entity_state'";
@@ -175,7 +133,7 @@ async fn graceful_stop_mid_drain(signal: &str) {
     );
 
     let child = ChildService::start(&iso, &[]);
-    assert_exactly_once(&iso, &expected, emitted, total as i64).await;
+    assert_exactly_once(&iso, &expected).await;
     child.kill().await;
 }
 
@@ -191,7 +149,7 @@ async fn sigint_mid_drain_stops_cleanly_leaving_nothing_pending() {
 
 async fn crash_at(point: &str, after: &str) {
     let iso = Isolation::new().await;
-    let (expected, emitted) = load(&iso, 3_000, 50).await;
+    let expected = load(&iso, 3_000, 50).await;
     let child = ChildService::start(
         &iso,
         &[
@@ -208,7 +166,7 @@ async fn crash_at(point: &str, after: &str) {
         "aborted (SIGABRT) at {point}: {status:?}"
     );
     let child = ChildService::start(&iso, &[]);
-    assert_exactly_once(&iso, &expected, emitted, 3_000).await;
+    assert_exactly_once(&iso, &expected).await;
     child.kill().await;
 }
 

@@ -100,16 +100,11 @@ async fn server_errors_carry_a_generic_message_and_the_request_id() {
     .await;
     app.database_proxy.as_ref().unwrap().cut().await;
     let res = app
-        .client
-        .post(format!(
-            "{}/api/v1/inventory/SKU-1/adjustments",
-            app.address
-        ))
+        .inventory()
+        .adjust("SKU-1", 1)
         .header("X-Request-Id", "req-5xx")
-        .json(&serde_json::json!({"delta": 1, "warehouse": "w"}))
         .send()
-        .await
-        .unwrap();
+        .await;
     assert!(res.status().is_server_error(), "{}", res.status());
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["request_id"], "req-5xx", "{body}");

@@ -1,10 +1,10 @@
 //! The inventory domain end to end: stream in, state in memory and Postgres, API out.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::helpers::oracle::{Expected, assert_stored};
 use crate::helpers::{Adjustment, eventually, spawn_app};
 
 const STREAM: &str = "inventory.adjustments";
@@ -13,14 +13,12 @@ const STREAM: &str = "inventory.adjustments";
 async fn exact_totals_after_50_000_events_over_1_000_skus() {
     let app = spawn_app().await;
     let skus: Vec<String> = (0..1000).map(|i| format!("SKU-{i:04}")).collect();
-    let mut expected: HashMap<&str, (i64, u64)> = HashMap::new();
+    let mut expected = Expected::default();
     let mut adjustments = Vec::with_capacity(50_000);
     for n in 0..50_000usize {
         let sku = skus[(n * 7919) % skus.len()].as_str();
         let delta = (n % 11) as i64 - 4;
-        let e = expected.entry(sku).or_default();
-        e.0 += delta;
-        e.1 += 1;
+        expected.add(sku, delta);
         adjustments.push(Adjustment {
             id: format!("evt-{n}"),
             sku,
@@ -29,49 +27,23 @@ async fn exact_totals_after_50_000_events_over_1_000_skus() {
     }
     app.write_adjustments(&adjustments).await;
 
-    eventually(
-        Duration::from_secs(120),
-        "all 50,000 entries acknowledged",
-        || async {
-            app.sql_i64("SELECT COALESCE(SUM(version), 0)::int8 AS v FROM troupe_entity_state")
-                .await
-                == 50_000
-                && app.pending(STREAM, "inventory").await == 0
-        },
-    )
-    .await;
-
-    // Postgres holds exactly the expected totals and versions.
-    let expected_sum: i64 = expected.values().map(|(d, _)| d).sum();
-    assert_eq!(
-        app.sql_i64("SELECT SUM((state->>'on_hand')::int8)::int8 AS v FROM troupe_entity_state")
-            .await,
-        expected_sum
-    );
-    assert_eq!(
-        app.sql_i64("SELECT COUNT(*) AS v FROM troupe_entity_state")
-            .await,
-        1000
-    );
+    // Postgres holds exactly the expected totals and versions, one row per SKU.
+    assert_stored(&app, &expected, 50_000).await;
 
     // The API serves the same from memory, page by page, with nothing missing.
     let mut after: Option<String> = None;
     let mut seen = 0;
     loop {
-        let path = match &after {
-            Some(a) => format!("/api/v1/inventory?limit=333&after={a}"),
-            None => "/api/v1/inventory?limit=333".into(),
-        };
-        let page: Value = app.get(&path).await.json().await.unwrap();
-        for item in page["items"].as_array().unwrap() {
-            let (delta, count) = expected[item["sku"].as_str().unwrap()];
-            assert_eq!(item["on_hand"], delta, "{item}");
-            assert_eq!(item["version"], count, "{item}");
-            assert_eq!(item["available"], delta);
+        let page = app.inventory().page(333, after.as_deref()).await;
+        for item in &page.items {
+            let (delta, count) = expected.skus[&item.sku];
+            assert_eq!(item.on_hand, delta, "{item:?}");
+            assert_eq!(item.version, count as u64, "{item:?}");
+            assert_eq!(item.available, delta);
             seen += 1;
         }
-        match page["next_after"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
+        match page.next_after {
+            Some(next) => after = Some(next),
             None => break,
         }
     }
@@ -116,10 +88,11 @@ async fn unknown_sku_is_a_json_404_and_a_known_one_is_served() {
     }])
     .await;
     eventually(Duration::from_secs(10), "A-1 applied", || async {
-        app.get("/api/v1/inventory/A-1").await.status() == 200
+        app.inventory().stock("A-1").await.is_some()
     })
     .await;
-    let body: Value = app.get("/api/v1/inventory/A-1").await.json().await.unwrap();
+    // The wire form exactly, not only what the typed client reads.
+    let body: Value = app.inventory().get("A-1").await.json().await.unwrap();
     assert_eq!(
         body,
         json!({"sku": "A-1", "on_hand": 5, "reserved": 0, "available": 5, "version": 1})
@@ -129,22 +102,11 @@ async fn unknown_sku_is_a_json_404_and_a_known_one_is_served() {
 #[actix_web::test]
 async fn adjusting_through_the_api_commits_and_publishes_events_exactly_once() {
     let app = spawn_app().await;
-    let url = format!("{}/api/v1/inventory/B-1/adjustments", app.address);
     for delta in [3, -3, 2] {
-        let res = app
-            .client
-            .post(&url)
-            .json(&json!({"delta": delta, "warehouse": "w1"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        app.inventory().adjust("B-1", delta).committed().await;
     }
-    let body: Value = app.get("/api/v1/inventory/B-1").await.json().await.unwrap();
-    assert_eq!(
-        (body["on_hand"].as_i64(), body["version"].as_u64()),
-        (Some(2), Some(3))
-    );
+    let stock = app.inventory().stock("B-1").await.unwrap();
+    assert_eq!((stock.on_hand, stock.version), (2, 3));
     assert_eq!(
         app.sql_i64("SELECT version AS v FROM troupe_entity_state WHERE key = 'B-1'")
             .await,
@@ -318,17 +280,11 @@ async fn keyset_pages_stay_complete_and_ordered_while_events_flow() {
     let mut keys: Vec<String> = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let path = match &after {
-            Some(a) => format!("/api/v1/inventory?limit=37&after={a}"),
-            None => "/api/v1/inventory?limit=37".into(),
-        };
-        let page: Value = app.get(&path).await.json().await.unwrap();
+        let page = app.inventory().page(37, after.as_deref()).await;
         pages += 1;
-        for item in page["items"].as_array().unwrap() {
-            keys.push(item["sku"].as_str().unwrap().to_owned());
-        }
-        match page["next_after"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
+        keys.extend(page.items.into_iter().map(|item| item.sku));
+        match page.next_after {
+            Some(next) => after = Some(next),
             None => break,
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -384,14 +340,7 @@ async fn handlers_see_when_their_input_happened() {
     )
     .await;
     let before = chrono::Utc::now();
-    let res = app
-        .client
-        .post(format!("{}/api/v1/inventory/T-1/adjustments", app.address))
-        .json(&json!({ "delta": 1, "warehouse": "w1" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    app.inventory().adjust("T-1", 1).committed().await;
     let after = chrono::Utc::now();
 
     eventually(

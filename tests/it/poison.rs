@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use troupe::actors::runtime::start_domain;
 use troupe::domain::{Context, Domain, DomainError, NoEvents, Subscription};
 use troupe::streams::RedisClients;
@@ -15,15 +15,7 @@ use crate::helpers::{AppOptions, TestApp, eventually, spawn_app, spawn_app_with}
 const DLQ: &str = "inventory.adjustments.dlq";
 
 async fn adjust(app: &TestApp, sku_path: &str) -> reqwest::Response {
-    app.client
-        .post(format!(
-            "{}/api/v1/inventory/{sku_path}/adjustments",
-            app.address
-        ))
-        .json(&json!({"delta": 1, "warehouse": "w"}))
-        .send()
-        .await
-        .unwrap()
+    app.inventory().adjust(sku_path, 1).send().await
 }
 
 #[actix_web::test]

@@ -34,12 +34,6 @@ async fn seed(iso: &Isolation, n: i64) {
     assert_eq!(inserted, n);
 }
 
-async fn sku(child: &ChildService, key: &str) -> Value {
-    let res = child.get(&format!("/api/v1/inventory/{key}")).await;
-    assert_eq!(res.status(), 200, "GET {key}");
-    res.json().await.unwrap()
-}
-
 #[actix_web::test]
 async fn start_up_loads_nothing_and_a_key_loads_on_first_use() {
     let iso = Isolation::new().await;
@@ -56,22 +50,14 @@ async fn start_up_loads_nothing_and_a_key_loads_on_first_use() {
     );
 
     // A read of a key not in memory answers from Postgres and loads nothing.
-    let stored = sku(&child, "S-000042").await;
-    assert_eq!(
-        (stored["on_hand"].as_i64(), stored["version"].as_u64()),
-        (Some(42), Some(1))
-    );
+    let stored = child.inventory().stock("S-000042").await.unwrap();
+    assert_eq!((stored.on_hand, stored.version), (42, 1));
     assert_eq!(child.metric(IN_MEMORY).await, 0.0, "a read does not load");
-    let page: Value = child
-        .get("/api/v1/inventory?limit=3")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(page["items"].as_array().map(Vec::len), Some(3), "{page}");
+    let page = child.inventory().page(3, None).await;
+    assert_eq!(page.items.len(), 3, "{page:?}");
     assert_eq!(
-        page["items"][0]["sku"], "S-000001",
-        "pages come from Postgres: {page}"
+        page.items[0].sku, "S-000001",
+        "pages come from Postgres: {page:?}"
     );
 
     // An input for a stored key applies on top of its stored value: loaded first.
@@ -88,10 +74,13 @@ async fn start_up_loads_nothing_and_a_key_loads_on_first_use() {
     eventually(
         Duration::from_secs(10),
         "the adjustment applied",
-        || async { sku(&child, "S-000042").await["version"] == 2 },
+        || async { child.inventory().stock("S-000042").await.unwrap().version == 2 },
     )
     .await;
-    assert_eq!(sku(&child, "S-000042").await["on_hand"], 40);
+    assert_eq!(
+        child.inventory().stock("S-000042").await.unwrap().on_hand,
+        40
+    );
     assert_eq!(child.metric(IN_MEMORY).await, 1.0);
     assert_eq!(child.metric(LOADS).await, 1.0);
     child.kill().await;

@@ -116,6 +116,12 @@ impl ChildService {
         service
     }
 
+    /// The typed client of the inventory API of a service started with [`Self::serving`].
+    pub fn inventory(&self) -> super::client::InventoryClient {
+        let address = self.address.as_deref().expect("started with serving()");
+        super::client::InventoryClient::new(reqwest::Client::new(), address)
+    }
+
     /// GET `path` from a service started with [`Self::serving`].
     pub async fn get(&self, path: &str) -> reqwest::Response {
         let address = self.address.as_deref().expect("started with serving()");

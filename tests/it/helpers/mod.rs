@@ -1,6 +1,7 @@
 //! Test helpers: spawn the app on a random port with isolated data.
 
 pub mod child;
+pub mod client;
 pub mod database;
 pub mod oracle;
 pub mod proxy;
@@ -95,6 +96,11 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The typed client of the inventory API.
+    pub fn inventory(&self) -> client::InventoryClient {
+        client::InventoryClient::new(self.client.clone(), &self.address)
+    }
+
     /// GET `path`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client

@@ -20,6 +20,30 @@ pub struct Expected {
     pub emitted: u64,
 }
 
+impl Expected {
+    /// Counts one applied adjustment of `sku` by `delta`: inventory emits an event when it
+    /// moves the SKU's available stock across zero, either way.
+    pub fn add(&mut self, sku: &str, delta: i64) {
+        let e = self.skus.entry(sku.to_owned()).or_default();
+        let was = e.0 > 0;
+        e.0 += delta;
+        e.1 += 1;
+        if was != (e.0 > 0) {
+            self.emitted += 1;
+        }
+    }
+
+    /// How many inputs `sku` has had so far.
+    pub fn version(&self, sku: &str) -> i64 {
+        self.skus.get(sku).map_or(0, |e| e.1)
+    }
+
+    /// How many inputs all SKUs have had.
+    pub fn inputs(&self) -> i64 {
+        self.skus.values().map(|e| e.1).sum()
+    }
+}
+
 /// Inputs `from..to` (ids `o<i>`, 40 SKUs, deltas summing to zero per cycle of 7 so stock keeps
 /// crossing zero and events are emitted all along the load), counted into
 /// `expected`.
@@ -28,13 +52,7 @@ pub fn adjustments(from: usize, to: usize, expected: &mut Expected) -> Vec<(Stri
         .map(|i| {
             let sku = format!("O{:02}", i % 40);
             let delta = [3, -1, -1, -2, 2, -3, 2][(i / 40) % 7];
-            let e = expected.skus.entry(sku.clone()).or_default();
-            let was = e.0 > 0;
-            e.0 += delta;
-            e.1 += 1;
-            if was != (e.0 > 0) {
-                expected.emitted += 1;
-            }
+            expected.add(&sku, delta);
             (format!("o{i}"), sku, delta)
         })
         .collect()
@@ -80,17 +98,9 @@ pub async fn assert_totals(app: &TestApp, expected: &Expected, inputs: i64) {
 pub async fn assert_applied(app: &TestApp, expected: &Expected, inputs: i64) {
     wait_applied(app, inputs).await;
     for (sku, (on_hand, version)) in &expected.skus {
-        let body: serde_json::Value = app
-            .get(&format!("/api/v1/inventory/{sku}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let stock = app.inventory().stock(sku).await.expect("the SKU exists");
         assert_eq!(
-            (
-                body["on_hand"].as_i64().unwrap(),
-                body["version"].as_i64().unwrap()
-            ),
+            (stock.on_hand, stock.version as i64),
             (*on_hand, *version),
             "{sku}"
         );
@@ -101,18 +111,31 @@ pub async fn assert_applied(app: &TestApp, expected: &Expected, inputs: i64) {
 /// in Postgres: for a service without an HTTP client at hand (a child process).
 pub async fn assert_stored(iso: &Isolation, expected: &Expected, inputs: i64) {
     wait_applied(iso, inputs).await;
-    for (sku, (on_hand, version)) in &expected.skus {
-        let stored = |column: &str| {
-            format!(
-                "SELECT {column} AS v FROM troupe_entity_state \
-                 WHERE domain = 'inventory' AND key = '{sku}'"
-            )
-        };
-        let found = (
-            iso.sql_i64(&stored("(state->>'on_hand')::int8")).await,
-            iso.sql_i64(&stored("version")).await,
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        key: String,
+        #[diesel(sql_type = diesel::sql_types::Int8)]
+        on_hand: i64,
+        #[diesel(sql_type = diesel::sql_types::Int8)]
+        version: i64,
+    }
+    use diesel_async::RunQueryDsl;
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT key, (state->>'on_hand')::int8 AS on_hand, version FROM troupe_entity_state \
+         WHERE domain = 'inventory'",
+    )
+    .load(&mut iso.db().await)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), expected.skus.len(), "one row per SKU, no other");
+    for row in rows {
+        assert_eq!(
+            expected.skus[&row.key],
+            (row.on_hand, row.version),
+            "SKU {}",
+            row.key
         );
-        assert_eq!(found, (*on_hand, *version), "{sku}");
     }
 }
 

@@ -1,0 +1,109 @@
+//! A typed client of the inventory API, over the server's own request and response types, so
+//! tests say what they ask (`inventory().stock("A-1")`) and a changed contract fails to compile
+//! rather than to parse.
+
+use troupe::http::inventory::{AdjustmentRequest, StockPage, StockView};
+
+/// The inventory API of one running service.
+#[derive(Clone)]
+pub struct InventoryClient {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl InventoryClient {
+    /// A client of the service at `base` (`http://127.0.0.1:<port>`).
+    pub fn new(client: reqwest::Client, base: &str) -> Self {
+        Self {
+            client,
+            base: base.to_owned(),
+        }
+    }
+
+    /// `GET /api/v1/inventory/{sku_path}` as it answers (`sku_path` is put in the URL as
+    /// given, so tests can send percent-escapes).
+    pub async fn get(&self, sku_path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/api/v1/inventory/{sku_path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The stock of `sku`; `None` on 404. Panics on any other status, with the body.
+    pub async fn stock(&self, sku: &str) -> Option<StockView> {
+        let response = self.get(sku).await;
+        match response.status().as_u16() {
+            200 => Some(response.json().await.expect("a StockView")),
+            404 => None,
+            status => panic!(
+                "GET {sku}: {status} {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+
+    /// One page of the list endpoint; panics unless it answers 200.
+    pub async fn page(&self, limit: usize, after: Option<&str>) -> StockPage {
+        let mut request = self
+            .client
+            .get(format!("{}/api/v1/inventory", self.base))
+            .query(&[("limit", limit)]);
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        let response = request.send().await.expect("request sent");
+        assert_eq!(response.status(), 200, "list page");
+        response.json().await.expect("a StockPage")
+    }
+
+    /// `POST /api/v1/inventory/{sku_path}/adjustments` with `delta` from warehouse `w1`;
+    /// add headers on the returned request, then [`Adjust::send`] or [`Adjust::committed`].
+    pub fn adjust(&self, sku_path: &str, delta: i64) -> Adjust {
+        let body = AdjustmentRequest {
+            delta,
+            warehouse: "w1".into(),
+        };
+        Adjust(
+            self.client
+                .post(format!(
+                    "{}/api/v1/inventory/{sku_path}/adjustments",
+                    self.base
+                ))
+                .json(&body),
+        )
+    }
+}
+
+/// An adjustment on its way.
+pub struct Adjust(reqwest::RequestBuilder);
+
+impl Adjust {
+    /// Sends it with `Idempotency-Key: key`.
+    pub fn idempotency_key(self, key: &str) -> Self {
+        Self(self.0.header("Idempotency-Key", key))
+    }
+
+    /// Sends it with `name: value`.
+    pub fn header(self, name: &str, value: &str) -> Self {
+        Self(self.0.header(name, value))
+    }
+
+    /// The response, whatever its status.
+    pub async fn send(self) -> reqwest::Response {
+        self.0.send().await.expect("request sent")
+    }
+
+    /// The committed stock; panics unless it answers 200.
+    pub async fn committed(self) -> StockView {
+        let response = self.send().await;
+        let status = response.status();
+        assert_eq!(
+            status,
+            200,
+            "adjustment not committed: {}",
+            response.text().await.unwrap_or_default()
+        );
+        response.json().await.expect("a StockView")
+    }
+}
