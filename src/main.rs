@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = registry.check(&settings.domains.enabled) {
+    if let Err(e) = registry.check(&settings.domains) {
         eprintln!("troupe: configuration error: {e}");
         return ExitCode::from(2);
     }

@@ -25,9 +25,10 @@ use actix_web::web::ServiceConfig;
 use crate::actors::handle::DomainHandle;
 use crate::actors::runtime::{RunningDomain, StartError, start_shared};
 use crate::asyncapi::{self, DomainEvents, EnumSchema};
-use crate::domain::Domain;
-use crate::settings::Settings;
+use crate::domain::{Configurable, Domain};
+use crate::settings::{DomainsSettings, Settings};
 use crate::streams::RedisClients;
+use serde::Deserialize;
 
 /// The HTTP face of a domain: its routes and their OpenAPI description. Implemented next to
 /// the handlers (in `crate::http`), so that domain code stays free of actix.
@@ -83,6 +84,22 @@ pub enum RegistryError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A `[domains.<name>]` section names no registered domain.
+    #[error("[domains.{name}]: no domain of that name is registered (known: {known})")]
+    UnknownSection {
+        /// The section's name.
+        name: String,
+        /// The registered names, comma separated.
+        known: String,
+    },
+    /// A domain's settings section does not configure it.
+    #[error("[domains.{domain}]: {problem}")]
+    Settings {
+        /// The domain.
+        domain: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     /// A domain did not start.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -97,12 +114,52 @@ trait Entry: Send + Sync {
     fn routes(&self) -> &dyn DomainRoutes;
     fn events(&self) -> DomainEvents;
     fn domain_type(&self) -> std::any::TypeId;
+    /// Whether `section` (`[domains.<name>]`, `None` when absent) configures this domain.
+    fn check_section(&self, section: Option<&serde_json::Value>) -> Result<(), String>;
     fn start<'a>(&'a self, settings: &'a Settings, redis: &'a RedisClients) -> StartFuture<'a>;
 }
 
 struct Registered<D: Domain, R: DomainRoutes> {
+    /// The domain; for a configurable one, as an empty section configures it (its name,
+    /// streams and event types).
     domain: Arc<D>,
     routes: R,
+    /// Builds a configurable domain from its section.
+    configure: Option<fn(&serde_json::Value) -> Result<D, String>>,
+}
+
+impl<D: Domain, R: DomainRoutes> Registered<D, R> {
+    /// The domain as `settings` configure it.
+    fn configured(&self, settings: &Settings) -> Result<Arc<D>, String> {
+        let section = settings.domains.sections.get(self.domain.name());
+        self.check_section_of(section)?;
+        match (self.configure, section) {
+            (Some(configure), Some(section)) => configure(section).map(Arc::new),
+            _ => Ok(self.domain.clone()),
+        }
+    }
+
+    fn check_section_of(&self, section: Option<&serde_json::Value>) -> Result<(), String> {
+        match (self.configure, section) {
+            (Some(configure), Some(section)) => configure(section).map(|_| ()),
+            (None, Some(section)) if !is_empty_table(section) => Err(
+                "this domain takes no settings (it is not registered with serve_configured)"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `[domains.<name>]` with nothing in it.
+fn is_empty_table(section: &serde_json::Value) -> bool {
+    section.as_object().is_some_and(serde_json::Map::is_empty)
+}
+
+/// `D` as `section` configures it.
+fn configure_from<D: Configurable>(section: &serde_json::Value) -> Result<D, String> {
+    let settings = D::Settings::deserialize(section).map_err(|e| e.to_string())?;
+    D::from_settings(settings)
 }
 
 impl<D: Domain, R: DomainRoutes> Entry for Registered<D, R>
@@ -130,6 +187,10 @@ where
         std::any::TypeId::of::<D>()
     }
 
+    fn check_section(&self, section: Option<&serde_json::Value>) -> Result<(), String> {
+        self.check_section_of(section)
+    }
+
     fn events(&self) -> DomainEvents {
         DomainEvents {
             domain: self.domain.name(),
@@ -142,7 +203,13 @@ where
 
     fn start<'a>(&'a self, settings: &'a Settings, redis: &'a RedisClients) -> StartFuture<'a> {
         Box::pin(async move {
-            let running = start_shared(self.domain.clone(), settings, redis).await?;
+            let domain = self
+                .configured(settings)
+                .map_err(|problem| StartError::Settings {
+                    domain: self.domain.name(),
+                    problem,
+                })?;
+            let running = start_shared(domain, settings, redis).await?;
             Ok(Started {
                 handle: Box::new(running.handle.clone()),
                 stop: Box::new(running),
@@ -174,6 +241,33 @@ impl Registry {
         self.entries.push(Arc::new(Registered {
             domain: Arc::new(domain),
             routes,
+            configure: None,
+        }));
+        self
+    }
+
+    /// Registers a domain with a settings section, `[domains.<name>]`, and its HTTP routes
+    /// (`NoRoutes` for none): it is built from its section when it starts.
+    ///
+    /// # Panics
+    /// If an empty section does not configure it: every setting needs a default (see
+    /// [`Configurable`]).
+    pub fn serve_configured<D: Configurable>(mut self, routes: impl DomainRoutes) -> Self
+    where
+        D::Event: utoipa::ToSchema,
+        D::Output: utoipa::ToSchema,
+    {
+        let empty = serde_json::Value::Object(serde_json::Map::new());
+        let domain = configure_from::<D>(&empty).unwrap_or_else(|problem| {
+            panic!(
+                "{}: an empty settings section must configure the domain (give every setting a default): {problem}",
+                std::any::type_name::<D>()
+            )
+        });
+        self.entries.push(Arc::new(Registered {
+            domain: Arc::new(domain),
+            routes,
+            configure: Some(configure_from::<D>),
         }));
         self
     }
@@ -193,9 +287,26 @@ impl Registry {
     }
 
     /// Checks that names and types are registered once, that their event schemas do not
-    /// clash, and that `enabled` names only registered domains, each once.
-    pub fn check(&self, enabled: &[String]) -> Result<(), RegistryError> {
+    /// clash and their output streams have one writer, that `domains.enabled` names only
+    /// registered domains, each once, and that every `[domains.<name>]` section belongs to a
+    /// registered domain and configures it.
+    pub fn check(&self, domains: &DomainsSettings) -> Result<(), RegistryError> {
+        let enabled = &domains.enabled;
         let names = self.names();
+        for (name, section) in &domains.sections {
+            let Some(entry) = self.entries.iter().find(|e| e.name() == name) else {
+                return Err(RegistryError::UnknownSection {
+                    name: name.clone(),
+                    known: names.join(", "),
+                });
+            };
+            entry
+                .check_section(Some(section))
+                .map_err(|problem| RegistryError::Settings {
+                    domain: entry.name(),
+                    problem,
+                })?;
+        }
         for (i, entry) in self.entries.iter().enumerate() {
             let earlier = &self.entries[..i];
             if earlier
@@ -252,7 +363,7 @@ impl Registry {
         settings: &Settings,
         redis: &RedisClients,
     ) -> Result<RunningDomains, RegistryError> {
-        self.check(&settings.domains.enabled)?;
+        self.check(&settings.domains)?;
         let mut started = Vec::new();
         for name in &settings.domains.enabled {
             let Some(entry) = self.entries.iter().find(|e| e.name() == name) else {

@@ -257,12 +257,26 @@ pub struct TelemetrySettings {
     pub log_filter: String,
 }
 
-/// Domain selection.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// Domain selection, and each domain's own section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct DomainsSettings {
     /// Domains this process runs; one binary can be one service per domain or all in one.
     pub enabled: Vec<String>,
+    /// `[domains.<name>]`: the settings of domain `<name>`, handed to it as it starts (see
+    /// `domain::Configurable`). The registry refuses a section of a domain it does not know,
+    /// or of one that takes no settings, so a misspelt section is an error, not ignored.
+    #[serde(flatten)]
+    pub sections: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl DomainsSettings {
+    /// `enabled`, without sections.
+    pub fn enabling(enabled: &[&str]) -> Self {
+        Self {
+            enabled: enabled.iter().map(|&name| name.to_owned()).collect(),
+            sections: Default::default(),
+        }
+    }
 }
 
 impl Settings {
@@ -677,6 +691,21 @@ mod tests {
         // Which names exist is the registry's to say (tests/it/registry.rs, tests/it/config.rs).
         let s = load(&[("TROUPE__DOMAINS__ENABLED", " inventory , billing")]).unwrap();
         assert_eq!(s.domains.enabled, ["inventory", "billing"]);
+    }
+
+    #[test]
+    fn a_domains_own_section_comes_from_the_environment_typed() {
+        let s = load(&[
+            ("TROUPE__DOMAINS__COUNTER__MAX_TOTAL", "10"),
+            ("TROUPE__DOMAINS__COUNTER__LABEL", "shop"),
+        ])
+        .unwrap();
+        assert_eq!(s.domains.enabled, ["inventory"]);
+        assert_eq!(
+            s.domains.sections.get("counter"),
+            Some(&serde_json::json!({"max_total": 10, "label": "shop"}))
+        );
+        assert_eq!(s.domains.sections.len(), 1, "{:?}", s.domains.sections);
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Application {
     /// `registry` that `domains.enabled` names, and binds the HTTP listener.
     pub async fn build(settings: Settings, registry: Registry) -> Result<Self, StartupError> {
         // Before anything is touched: a name that is not registered is a configuration error.
-        registry.check(&settings.domains.enabled)?;
+        registry.check(&settings.domains)?;
         let settings = Arc::new(settings);
         let applied = store::migrations::run(&settings.database.url).await?;
         if !applied.is_empty() {

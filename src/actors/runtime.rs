@@ -75,6 +75,14 @@ pub enum StartError {
         /// What is wrong with the type.
         source: NotAnEventEnum,
     },
+    /// Its settings section does not configure it.
+    #[error("[domains.{domain}]: {problem}")]
+    Settings {
+        /// The domain's name.
+        domain: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     /// Its pool could not be built.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -179,6 +179,24 @@ pub trait Domain: Send + Sync + 'static {
     }
 }
 
+/// A domain with its own settings section, `[domains.<name>]` in the configuration files
+/// (or `TROUPE__DOMAINS__<NAME>__<KEY>` in the environment), built from it when it starts.
+/// Registered with `Registry::serve_configured::<D>(routes)`.
+///
+/// Every setting needs a default (`#[serde(default)]`): the registry builds the domain from an
+/// empty section to learn its name, subscriptions and outputs, which therefore must not depend
+/// on the settings. A section that does not deserialize, or that [`from_settings`]
+/// refuses, stops start-up with the domain's name and the reason.
+///
+/// [`from_settings`]: Configurable::from_settings
+pub trait Configurable: Domain + Sized {
+    /// The section's shape (consider `#[serde(deny_unknown_fields)]`, so typos are refused).
+    type Settings: DeserializeOwned;
+
+    /// The domain as `settings` configure it; `Err` says what is wrong with them.
+    fn from_settings(settings: Self::Settings) -> Result<Self, String>;
+}
+
 /// The stream a domain's emitted events are published on: `<domain>.events`.
 pub fn output_stream(domain: &str) -> String {
     format!("{domain}.events")

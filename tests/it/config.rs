@@ -30,6 +30,12 @@ fn a_bad_config_value_exits_2_naming_the_key() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("domains.enabled"));
+
+    // A misspelt domain section is refused too, not ignored.
+    let out = troupe(&["check-config"], &[("TROUPE__DOMAINS__INVENTROY__X", "1")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[domains.inventroy]"), "{stderr}");
 }
 
 #[test]

@@ -5,16 +5,47 @@ use actix_web::{HttpResponse, get, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
-use troupe::domain::{Context, Domain, DomainError, NoEvents, Subscription};
+use troupe::domain::{Configurable, Context, Domain, DomainError, NoEvents, Subscription};
 use troupe::http::{ApiError, AppState};
 use troupe::registry::{DomainRoutes, Registry, RegistryError};
+use troupe::settings::DomainsSettings;
 use troupe::startup::{Application, StartupError};
 use utoipa::OpenApi;
 
 use crate::helpers::{AppOptions, Isolation, eventually, spawn_app_with};
 
-/// Counts what it is told to add, per key.
-struct Counter;
+/// Counts what it is told to add, per key, up to its configured `max_total`.
+struct Counter {
+    max_total: i64,
+}
+
+/// `[domains.counter]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CounterSettings {
+    #[serde(default = "unlimited")]
+    max_total: i64,
+}
+
+fn unlimited() -> i64 {
+    i64::MAX
+}
+
+impl Configurable for Counter {
+    type Settings = CounterSettings;
+
+    fn from_settings(settings: CounterSettings) -> Result<Self, String> {
+        if settings.max_total <= 0 {
+            return Err(format!(
+                "max_total must be positive, not {}",
+                settings.max_total
+            ));
+        }
+        Ok(Counter {
+            max_total: settings.max_total,
+        })
+    }
+}
 
 #[derive(Clone, Default, Serialize, Deserialize)]
 struct Count {
@@ -54,7 +85,10 @@ impl Domain for Counter {
         state.total = state
             .total
             .checked_add(n)
-            .ok_or_else(|| DomainError::Invalid("total overflows".into()))?;
+            .filter(|total| *total <= self.max_total)
+            .ok_or_else(|| {
+                DomainError::Invalid(format!("total would exceed {}", self.max_total))
+            })?;
         Ok(())
     }
 }
@@ -101,7 +135,7 @@ async fn get_count(
 }
 
 fn with_counter() -> Registry {
-    troupe::shop::registry().serve(Counter, CounterRoutes)
+    troupe::shop::registry().serve_configured::<Counter>(CounterRoutes)
 }
 
 #[actix_web::test]
@@ -216,14 +250,106 @@ async fn unknown_and_twice_registered_names_are_refused() {
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("an unknown domain started"),
     }
-    let twice = with_counter().serve(Counter, CounterRoutes);
+    let twice = with_counter().serve_configured::<Counter>(CounterRoutes);
     assert!(matches!(
-        twice.check(&["inventory".into()]),
+        twice.check(&DomainsSettings::enabling(&["inventory"])),
         Err(RegistryError::Duplicate("counter"))
     ));
     // A domain listed twice would run twice, in one consumer group under one consumer name.
     assert!(matches!(
-        with_counter().check(&["counter".into(), "inventory".into(), "counter".into()]),
+        with_counter().check(&DomainsSettings::enabling(&["counter", "inventory", "counter"])),
         Err(RegistryError::EnabledTwice(name)) if name == "counter"
     ));
+}
+
+#[actix_web::test]
+async fn a_domain_is_configured_by_its_own_settings_section() {
+    let app = spawn_app_with(AppOptions {
+        registry: Some(with_counter()),
+        configure: Some(|s| {
+            s.domains.enabled = vec!["counter".into()];
+            s.domains
+                .sections
+                .insert("counter".into(), serde_json::json!({"max_total": 10}));
+        }),
+        ..Default::default()
+    })
+    .await;
+    for (i, n) in [3, 4, 5, 2].into_iter().enumerate() {
+        app.xadd(
+            "counter.adds",
+            &[
+                ("id", &format!("add-{i}")),
+                ("type", "counter.added"),
+                ("key", "c1"),
+                ("data", &format!(r#"{{"n":{n}}}"#)),
+            ],
+        )
+        .await;
+    }
+    // 3 + 4 = 7; 5 would make 12 > 10 and is refused; 2 makes 9.
+    eventually(
+        Duration::from_secs(20),
+        "the configured limit holds",
+        || async {
+            let response = app.get("/api/v1/counters/c1").await;
+            response.status() == 200
+                && response.json::<Value>().await.unwrap()
+                    == serde_json::json!({"total": 9, "version": 3})
+        },
+    )
+    .await;
+    assert_eq!(
+        app.dead_letter_field("counter.adds.dlq", "reason").await,
+        ["invalid"]
+    );
+}
+
+#[test]
+fn settings_sections_that_do_not_configure_their_domain_are_refused() {
+    let with = |name: &str, section: Value| {
+        let mut domains = DomainsSettings::enabling(&["inventory", "counter"]);
+        domains.sections.insert(name.into(), section);
+        with_counter().check(&domains)
+    };
+    assert!(with("counter", serde_json::json!({"max_total": 5})).is_ok());
+    assert!(
+        with("counter", serde_json::json!({})).is_ok(),
+        "all defaults"
+    );
+    for (name, section, expected) in [
+        (
+            "countr",
+            serde_json::json!({"max_total": 5}),
+            "no domain of that name",
+        ),
+        (
+            "counter",
+            serde_json::json!({"max_total": 0}),
+            "must be positive",
+        ),
+        (
+            "counter",
+            serde_json::json!({"max_totl": 5}),
+            "unknown field",
+        ),
+        (
+            "counter",
+            serde_json::json!({"max_total": "ten"}),
+            "invalid type",
+        ),
+        (
+            "inventory",
+            serde_json::json!({"anything": 1}),
+            "takes no settings",
+        ),
+    ] {
+        match with(name, section.clone()) {
+            Err(e) => assert!(
+                e.to_string().contains(expected) && e.to_string().contains(name),
+                "[domains.{name}] {section}: {e}"
+            ),
+            Ok(()) => panic!("[domains.{name}] {section} was accepted"),
+        }
+    }
 }
