@@ -125,8 +125,11 @@ struct Registered<D: Domain, R: DomainRoutes> {
     domain: Arc<D>,
     routes: R,
     /// Builds a configurable domain from its section.
-    configure: Option<fn(&serde_json::Value) -> Result<D, String>>,
+    configure: Option<Configure<D>>,
 }
+
+/// Builds a configurable domain from its settings section.
+type Configure<D> = fn(&serde_json::Value) -> Result<D, String>;
 
 impl<D: Domain, R: DomainRoutes> Registered<D, R> {
     /// The domain as `settings` configure it.
