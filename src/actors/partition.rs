@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use actix::{Actor, AsyncContext, Context, Handler, Message};
 
 use super::watchdog::Progress;
-use crate::domain::envelope::{span_id, trace_id};
 use crate::domain::keys::Limits;
+use crate::domain::trace_context::{span_id, trace_id};
 use crate::domain::{
     Clock, Domain, DomainError, Effects, Entity, Failure, InputMeta, Target, apply_command,
     apply_event, apply_timer,

@@ -28,11 +28,11 @@ use super::partition::{
 };
 use super::quarantine::{Quarantine, UNLOADABLE_STATE};
 use super::runtime::restore_entity;
-use crate::domain::envelope::{child_traceparent, trace_id};
 use crate::domain::keys::Limits;
+use crate::domain::trace_context::{child_traceparent, trace_id};
 use crate::domain::{
-    Domain, DomainError, Effects, Entity, Envelope, Failure, InputMeta, MalformedEntry,
-    Notification, ScheduledTimer, Source, TimerId, decode_event, route, validate_key,
+    Domain, DomainError, Effects, Entity, Failure, InputMeta, MalformedEntry, Notification,
+    ScheduledTimer, Source, TimerId, decode_event, route, validate_key,
 };
 use crate::settings::CrashPoint;
 use crate::store::applied;
@@ -644,7 +644,7 @@ impl<D: Domain> Inner<D> {
                 max: runtime.max_entry_bytes,
             });
         }
-        let decoded = Envelope::from_fields(entry.field_pairs()).and_then(|envelope| {
+        let decoded = crate::streams::envelope::decode(entry.field_pairs()).and_then(|envelope| {
             let happened_at = envelope.happened_at();
             validate_key(&envelope.id, runtime.max_key_bytes).map_err(MalformedEntry::InvalidId)?;
             let event =

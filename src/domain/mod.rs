@@ -67,6 +67,7 @@ pub mod envelope;
 pub mod event_types;
 pub mod keys;
 pub mod testkit;
+pub mod trace_context;
 
 use std::borrow::Cow;
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::envelope::child_traceparent;
+use super::trace_context::child_traceparent;
 use super::{
     Clock, Domain, Effects, Entity, EventCatalogue, Failure, InputMeta, MalformedEntry,
     ManualClock, OtherTypes, ScheduledTimer, Source, Target, apply_command, apply_event,
@@ -733,7 +733,9 @@ mod tests {
             Some(start),
             "time stands still until the test moves it"
         );
-        assert!(crate::domain::envelope::is_traceparent(&seen.traceparent));
+        assert!(crate::domain::trace_context::is_traceparent(
+            &seen.traceparent
+        ));
 
         kit.advance(Duration::from_secs(90));
         kit.when(event("K", "ping", json!({}))).unwrap();

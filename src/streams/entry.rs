@@ -67,7 +67,7 @@ impl StreamEntry {
             .sum()
     }
 
-    /// Field pairs as `(&str, &[u8])`, for [`crate::domain::Envelope::from_fields`].
+    /// Field pairs as `(&str, &[u8])`, for [`crate::streams::envelope::decode`].
     pub fn field_pairs(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.fields
             .iter()

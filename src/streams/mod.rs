@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod dead_letter;
 pub mod entry;
+pub mod envelope;
 pub mod group;
 pub mod outbox_relay;
 
