@@ -399,6 +399,18 @@ fn check_outputs(domains: &[DomainEvents]) -> Result<(), RegistryError> {
             };
             crate::domain::validate_key(stream, MAX_STREAM_NAME_BYTES)
                 .map_err(|e| refuse(e.to_string()))?;
+            if stream.ends_with(".dlq") || stream.starts_with("troupe:") {
+                return Err(refuse(
+                    "collides with the runtime's own keys (dead-letter streams end in .dlq, markers start with troupe:)"
+                        .to_owned(),
+                ));
+            }
+            if d.inputs.contains(stream) {
+                return Err(refuse(
+                    "is also an input of this domain: it would consume what it publishes"
+                        .to_owned(),
+                ));
+            }
             match writers.iter().find(|(s, _)| s == stream) {
                 Some((_, writer)) if *writer == d.domain => {
                     return Err(refuse("is declared twice".to_owned()));

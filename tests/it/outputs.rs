@@ -292,4 +292,53 @@ fn a_stream_has_one_writer_and_a_valid_name() {
             .check(&Default::default())
             .is_ok()
     );
+    for stream in [
+        "ledger.input",
+        "ledger.input.dlq",
+        "troupe:relay:x",
+        "a\u{0}b",
+        "",
+    ] {
+        let stream: &'static str = Box::leak(stream.to_owned().into_boxed_str());
+        let refused = Registry::new()
+            .domain(Declaring(stream))
+            .check(&Default::default());
+        assert!(
+            matches!(refused, Err(RegistryError::Output { .. })),
+            "{stream:?} accepted: {refused:?}"
+        );
+    }
+}
+
+/// A ledger-like domain declaring the extra output it is given.
+struct Declaring(&'static str);
+
+impl Domain for Declaring {
+    type State = Account;
+    type Event = LedgerInput;
+    type Output = LedgerOutput;
+    type Timer = NoEvents;
+    type Command = std::convert::Infallible;
+    type Reply = ();
+
+    fn name(&self) -> &'static str {
+        "declaring"
+    }
+
+    fn subscriptions(&self) -> Vec<Subscription> {
+        vec![Subscription::new("ledger.input")]
+    }
+
+    fn extra_outputs(&self) -> Vec<&'static str> {
+        vec![self.0]
+    }
+
+    fn handle(
+        &self,
+        _: &mut Account,
+        _: LedgerInput,
+        _: &mut Context<LedgerOutput>,
+    ) -> Result<(), DomainError> {
+        Ok(())
+    }
 }
