@@ -84,13 +84,22 @@ pub enum Published {
 }
 
 // KEYS[1] is the marker, KEYS[2..] the streams; each event's last argument is the index of
-// its stream's key in KEYS (every key a script touches must be declared).
+// its stream's key in KEYS (every key a script touches must be declared). All or nothing: the
+// marker moves only with the last append, and nothing is appended when any stream is unusable.
 const PUBLISH: &str = r"
 local raw = redis.call('GET', KEYS[1])
 local expected = ARGV[1] .. ' ' .. ARGV[2]
 if raw == false then raw = '0 ' end
 if raw ~= expected then
   return -1
+end
+-- A script's writes are not rolled back when a later command fails, so every stream is checked
+-- before the first append: a key of another type fails the whole batch, writing nothing.
+for k = 2, #KEYS do
+  local t = redis.call('TYPE', KEYS[k])['ok']
+  if t ~= 'none' and t ~= 'stream' then
+    return redis.error_reply('WRONGTYPE output stream ' .. KEYS[k] .. ' holds a ' .. t)
+  end
 end
 local published = 0
 local last = ''

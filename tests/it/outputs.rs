@@ -244,6 +244,54 @@ async fn an_event_for_an_undeclared_stream_fails_its_input_and_publishes_nothing
     assert_eq!(app.xlen(ALERTS).await, 0);
 }
 
+#[actix_web::test]
+async fn a_stream_key_of_the_wrong_type_publishes_nothing_until_it_is_fixed() {
+    let app = ledger_app().await;
+    let mut redis = app.redis().await;
+    // Someone wrote a plain string where the alerts stream should be.
+    let _: () = redis::cmd("SET")
+        .arg(app.key(ALERTS))
+        .arg("not a stream")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Emits ledger.posted (ledger.events), then ledger.large_amount (ledger.alerts).
+    post(&app, "p-1", "a", r#"{"amount":500}"#).await;
+    eventually(
+        Duration::from_secs(20),
+        "the posting is applied",
+        || async {
+            app.sql_i64("SELECT count(*)::int8 AS v FROM troupe_outbox")
+                .await
+                == 2
+        },
+    )
+    .await;
+    // The relay retries for a while: it must not append the first event again on each try.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.xlen("ledger.events").await,
+        0,
+        "a partial publish was kept"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(app.key(ALERTS))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "both events are published once the key is fixed",
+        || async { app.xlen(ALERTS).await == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        (app.xlen("ledger.events").await, app.xlen(ALERTS).await),
+        (1, 1)
+    );
+}
+
 /// Declares another domain's stream as its own.
 struct Squatter;
 
