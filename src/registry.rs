@@ -26,9 +26,8 @@ use crate::actors::handle::DomainHandle;
 use crate::actors::runtime::{RunningDomain, StartError, start_shared};
 use crate::asyncapi::{self, DomainEvents, EnumSchema};
 use crate::domain::{Configurable, Domain};
-use crate::settings::{DomainsSettings, Settings};
+use crate::settings::{self, DomainsSettings, Settings};
 use crate::streams::RedisClients;
-use serde::Deserialize;
 
 /// The HTTP face of a domain: its routes and their OpenAPI description. Implemented next to
 /// the handlers (in `crate::http`), so that domain code stays free of actix.
@@ -161,8 +160,8 @@ fn is_empty_table(section: &serde_json::Value) -> bool {
 
 /// `D` as `section` configures it.
 fn configure_from<D: Configurable>(section: &serde_json::Value) -> Result<D, String> {
-    let settings = D::Settings::deserialize(section).map_err(|e| e.to_string())?;
-    D::from_settings(settings)
+    let parsed = settings::deserialize_section::<D::Settings>(section)?;
+    D::from_settings(parsed)
 }
 
 impl<D: Domain, R: DomainRoutes> Entry for Registered<D, R>

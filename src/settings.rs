@@ -269,6 +269,62 @@ pub struct DomainsSettings {
     pub sections: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+/// `TROUPE__DOMAINS__<NAME>__…`, a variable of a domain's own section (not `domains.enabled`).
+fn is_domain_section_var(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    let section_prefix = format!("{ENV_PREFIX}__DOMAINS__");
+    name.starts_with(&section_prefix) && name != format!("{section_prefix}ENABLED")
+}
+
+/// A domain's section as its settings type `T`. Values convert as the runtime's own settings
+/// do, whichever source they came from: `"10"` from the environment is a number where `T`
+/// wants one, `10` from a file is text where `T` wants text, `"true"`/`"yes"`/`"on"` are bools.
+pub fn deserialize_section<T: serde::de::DeserializeOwned>(
+    section: &serde_json::Value,
+) -> Result<T, String> {
+    T::deserialize(lenient(section)).map_err(|e| e.to_string())
+}
+
+/// `value` in the `config` crate's form, whose deserializer converts between text and scalars.
+fn lenient(value: &serde_json::Value) -> config::Value {
+    use config::ValueKind;
+    use serde_json::Value as Json;
+    let kind = match value {
+        Json::Null => ValueKind::Nil,
+        Json::Bool(b) => ValueKind::Boolean(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ValueKind::I64(i),
+            (None, Some(u)) => ValueKind::U64(u),
+            (None, None) => ValueKind::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(text) => ValueKind::String(text.clone()),
+        Json::Array(items) => ValueKind::Array(items.iter().map(lenient).collect()),
+        Json::Object(table) => ValueKind::Table(
+            table
+                .iter()
+                .map(|(key, value)| (key.clone(), lenient(value)))
+                .collect(),
+        ),
+    };
+    config::Value::new(None, kind)
+}
+
+/// Each leaf of a domain's section replaced by `***`: the runtime cannot tell which of a
+/// domain's settings are secrets, so a summary shows their names only.
+fn redacted_section(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        Json::Object(table) => Json::Object(
+            table
+                .iter()
+                .map(|(key, value)| (key.clone(), redacted_section(value)))
+                .collect(),
+        ),
+        Json::Array(items) => Json::Array(items.iter().map(redacted_section).collect()),
+        _ => Json::String("***".into()),
+    }
+}
+
 impl DomainsSettings {
     /// `enabled`, without sections.
     pub fn enabling(enabled: &[&str]) -> Self {
@@ -301,14 +357,27 @@ impl Settings {
             let file: PathBuf = config_dir.join(format!("{name}.toml"));
             builder = builder.add_source(config::File::from(file).required(true));
         }
-        let environment = config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("domains.enabled")
-            .source(env.map(|vars| vars.into_iter().collect()));
-        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        // The runtime's own keys are parsed (`TROUPE__HTTP__PORT=9001` is a number); a
+        // domain's section is kept as written, because only the domain's types know that a
+        // label `0123` is text. `deserialize_section` converts on demand.
+        let (section_vars, runtime_vars): (config::Map<_, _>, config::Map<_, _>) = env
+            .unwrap_or_else(|| std::env::vars().collect())
+            .into_iter()
+            .partition(|(name, _)| is_domain_section_var(name));
+        let environment = |vars, parsed| {
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(parsed)
+                .list_separator(",")
+                .with_list_parse_key("domains.enabled")
+                .source(Some(vars))
+        };
+        let settings: Settings = builder
+            .add_source(environment(runtime_vars, true))
+            .add_source(environment(section_vars, false))
+            .build()?
+            .try_deserialize()?;
         settings.validated()
     }
 
@@ -547,11 +616,15 @@ impl Settings {
 }
 
 impl Settings {
-    /// The effective settings as pretty JSON, with URL passwords replaced by `***`.
+    /// The effective settings as pretty JSON, with URL passwords and the values of domains'
+    /// own settings replaced by `***`.
     pub fn redacted_summary(&self) -> String {
         let mut copy = self.clone();
         copy.redis.url = redact_url(&copy.redis.url);
         copy.database.url = redact_url(&copy.database.url);
+        for section in copy.domains.sections.values_mut() {
+            *section = redacted_section(section);
+        }
         serde_json::to_string_pretty(&copy).unwrap_or_else(|e| format!("<unprintable: {e}>"))
     }
 }
@@ -694,18 +767,46 @@ mod tests {
     }
 
     #[test]
-    fn a_domains_own_section_comes_from_the_environment_typed() {
+    fn a_domains_own_section_comes_from_the_environment_as_written() {
         let s = load(&[
             ("TROUPE__DOMAINS__COUNTER__MAX_TOTAL", "10"),
             ("TROUPE__DOMAINS__COUNTER__LABEL", "shop"),
         ])
         .unwrap();
         assert_eq!(s.domains.enabled, ["inventory"]);
+        // Kept as written: the domain's own types decide what a value is (the registry
+        // deserializes leniently), so a label "0123" or "true" is not turned into a number or
+        // a bool on the way.
         assert_eq!(
             s.domains.sections.get("counter"),
-            Some(&serde_json::json!({"max_total": 10, "label": "shop"}))
+            Some(&serde_json::json!({"max_total": "10", "label": "shop"}))
         );
         assert_eq!(s.domains.sections.len(), 1, "{:?}", s.domains.sections);
+        let s = load(&[
+            ("TROUPE__DOMAINS__COUNTER__LABEL", "0123"),
+            ("TROUPE__DOMAINS__COUNTER__FLAG", "true"),
+            ("TROUPE__HTTP__PORT", "9002"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.domains.sections.get("counter"),
+            Some(&serde_json::json!({"label": "0123", "flag": "true"}))
+        );
+        assert_eq!(s.http.port, 9002, "the runtime's own keys are still parsed");
+    }
+
+    #[test]
+    fn the_summary_shows_domain_settings_by_name_only() {
+        let s = load(&[
+            ("TROUPE__DOMAINS__PAYMENTS__GATEWAY_TOKEN", "hunter2-secret"),
+            ("TROUPE__DOMAINS__PAYMENTS__RETRIES", "3"),
+        ])
+        .unwrap();
+        let summary = s.redacted_summary();
+        assert!(!summary.contains("hunter2-secret"), "{summary}");
+        assert!(summary.contains("gateway_token"), "{summary}");
+        assert!(summary.contains("retries"), "{summary}");
+        assert!(summary.contains("\"enabled\""), "{summary}");
     }
 
     #[test]

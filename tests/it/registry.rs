@@ -314,6 +314,10 @@ fn settings_sections_that_do_not_configure_their_domain_are_refused() {
     };
     assert!(with("counter", serde_json::json!({"max_total": 5})).is_ok());
     assert!(
+        with("counter", serde_json::json!({"max_total": "5"})).is_ok(),
+        "as the environment gives it: text, converted where a number is wanted"
+    );
+    assert!(
         with("counter", serde_json::json!({})).is_ok(),
         "all defaults"
     );
