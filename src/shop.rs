@@ -1,10 +1,13 @@
 //! The reference shop: the domains this binary runs, one line each.
 
+use crate::domains::customers::Customers;
 use crate::domains::inventory::Inventory;
 use crate::http;
 use crate::registry::Registry;
 
 /// Every domain `troupe serve` can run (`domains.enabled` picks among them).
 pub fn registry() -> Registry {
-    Registry::new().serve(Inventory, http::inventory::Routes)
+    Registry::new()
+        .serve(Inventory, http::inventory::Routes)
+        .serve(Customers, http::customers::Routes)
 }

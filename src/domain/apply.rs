@@ -44,14 +44,24 @@ impl Failure {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            Failure::Handler(DomainError::Invalid(_)) | Failure::Unstorable(_)
+            Failure::Handler(
+                DomainError::Invalid(_)
+                    | DomainError::NotFound { .. }
+                    | DomainError::Stale { .. }
+                    | DomainError::Rejected { .. }
+            ) | Failure::Unstorable(_)
         )
     }
 
     /// Stable reason code for a dead letter of an input that failed this way.
     pub fn dead_letter_code(&self) -> &'static str {
         match self {
-            Failure::Handler(DomainError::Invalid(_)) => "invalid",
+            Failure::Handler(
+                DomainError::Invalid(_)
+                | DomainError::NotFound { .. }
+                | DomainError::Stale { .. }
+                | DomainError::Rejected { .. },
+            ) => "invalid",
             Failure::Unstorable(_) => "unstorable",
             _ => "max_deliveries",
         }
@@ -172,7 +182,7 @@ fn run<D: Domain, R>(
         now,
     } = target;
     let mut state = entity.state.clone();
-    let mut ctx = Context::new(key, input.clone(), now);
+    let mut ctx = Context::new(key, entity.version, input.clone(), now);
     // The handler works on a copy, so unwinding cannot leave a half-applied state behind.
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut state, &mut ctx)))
         .map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;

@@ -127,6 +127,7 @@ pub struct ScheduledTimer {
 #[derive(Debug)]
 pub struct Context<O, T = super::NoEvents> {
     key: String,
+    version: u64,
     input: InputMeta,
     now: DateTime<Utc>,
     emitted: Vec<Emitted>,
@@ -139,10 +140,11 @@ pub struct Context<O, T = super::NoEvents> {
 }
 
 impl<O: Serialize, T: Serialize> Context<O, T> {
-    /// A context for `input`, addressed to `key`, handled at `now`.
-    pub fn new(key: &str, input: InputMeta, now: DateTime<Utc>) -> Self {
+    /// A context for `input`, addressed to `key` at `version`, handled at `now`.
+    pub fn new(key: &str, version: u64, input: InputMeta, now: DateTime<Utc>) -> Self {
         Self {
             key: key.to_owned(),
+            version,
             input,
             now,
             emitted: Vec::new(),
@@ -157,6 +159,14 @@ impl<O: Serialize, T: Serialize> Context<O, T> {
     /// The key of the entity being handled.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The entity's version before this input: how many inputs were applied to it (0 for a
+    /// key never touched). A command compares it with the version its client last saw
+    /// (`If-Match`) and refuses with [`DomainError::Stale`](super::DomainError::Stale) when
+    /// they differ: the check and the change apply in one step, so no write slips between.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The input being applied: its id, source, timestamp and trace context.

@@ -275,6 +275,25 @@ pub enum DomainError {
     /// dead-lettered at once, reason `invalid`).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The command addresses an entity that does not exist in the domain's terms (a customer
+    /// never registered): HTTP 404. Like the other refusals, a stream event failing so is
+    /// dead-lettered at once as `invalid`.
+    #[error("{what} {id:?} not found")]
+    NotFound {
+        /// Kind of entity (`customer`).
+        what: &'static str,
+        /// Its key.
+        id: String,
+    },
+    /// The command was made against a version of the entity that is no longer current
+    /// (`If-Match` with [`Context::version`] of an earlier read): HTTP 412, nothing applied.
+    #[error("the entity is at version {current}, not {expected}")]
+    Stale {
+        /// The version the command expected.
+        expected: u64,
+        /// The entity's version.
+        current: u64,
+    },
     /// Anything else, possibly transient (a stream event is retried, then dead-lettered).
     #[error("{0}")]
     Failed(String),

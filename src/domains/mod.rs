@@ -1,4 +1,5 @@
 //! The reference shop's business domains, written against [`crate::domain::Domain`] and
 //! importing none of actix, Redis or diesel.
 
+pub mod customers;
 pub mod inventory;

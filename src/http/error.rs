@@ -76,6 +76,17 @@ pub enum ApiError {
         /// Structured detail, e.g. the result of each readiness check.
         details: Option<Value>,
     },
+    /// The body is JSON but not what the operation takes: each problem names its field.
+    #[error("the request body is not valid; see details.fields")]
+    Validation(Vec<super::validation::FieldError>),
+    /// The request's `If-Match` names a version the entity is no longer at.
+    #[error("the entity changed since version {expected}: it is at version {current}")]
+    PreconditionFailed {
+        /// The version the request expected.
+        expected: u64,
+        /// The entity's version.
+        current: u64,
+    },
     /// The `Idempotency-Key` was used before for a different request.
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,
@@ -99,6 +110,8 @@ impl ApiError {
             ApiError::Unavailable { code, .. } => code,
             ApiError::Conflict { code, .. } => code,
             ApiError::Unprocessable { .. } => "unprocessable",
+            ApiError::PreconditionFailed { .. } => "version_mismatch",
+            ApiError::Validation(_) => "validation_failed",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::OutcomeUnknown => "outcome_unknown",
             ApiError::Internal(_) => "internal",
@@ -111,6 +124,8 @@ impl ApiError {
                 details: Some(d), ..
             } => d.clone(),
             ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            ApiError::PreconditionFailed { current, .. } => json!({ "current_version": current }),
+            ApiError::Validation(fields) => json!({ "fields": fields }),
             _ => Value::Null,
         }
     }
@@ -147,9 +162,10 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Unprocessable { .. } | ApiError::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::Unprocessable { .. }
+            | ApiError::Validation(_)
+            | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -219,6 +235,12 @@ impl From<CommandError> for ApiError {
             }
             CommandError::Domain(DomainError::Invalid(message)) => {
                 ApiError::Unprocessable { message }
+            }
+            CommandError::Domain(DomainError::NotFound { what, id }) => {
+                ApiError::NotFound { what, id }
+            }
+            CommandError::Domain(DomainError::Stale { expected, current }) => {
+                ApiError::PreconditionFailed { expected, current }
             }
             CommandError::Unstorable(detail) => {
                 tracing::warn!(error = %detail, "command result cannot be stored");
@@ -344,6 +366,24 @@ mod tests {
                 CommandError::Domain(DomainError::Invalid("bad".into())).into(),
                 422,
                 "unprocessable",
+            ),
+            (
+                CommandError::Domain(DomainError::NotFound {
+                    what: "customer",
+                    id: "c1".into(),
+                })
+                .into(),
+                404,
+                "not_found",
+            ),
+            (
+                CommandError::Domain(DomainError::Stale {
+                    expected: 1,
+                    current: 2,
+                })
+                .into(),
+                412,
+                "version_mismatch",
             ),
             (
                 CommandError::NotCommitted("pool: connection refused".into()).into(),

@@ -55,3 +55,27 @@ pub fn idempotency(
         fingerprint,
     }))
 }
+
+/// The id of the entity a creating request (`POST /api/v1/customers`) makes. Without an
+/// idempotency key, a new UUID v7 (unique, roughly time-ordered). With one, a UUID derived
+/// from the key and the route (not the body): a retry addresses the same entity, so it gets
+/// the first request's stored reply instead of creating a second entity, and a different body
+/// under the same key is refused as a reuse.
+pub fn new_entity_id(req: &HttpRequest, idempotency: Option<&Idempotency>) -> String {
+    let Some(idempotency) = idempotency else {
+        return uuid::Uuid::now_v7().to_string();
+    };
+    let mut digest = Sha256::new();
+    digest.update(b"troupe entity id\n");
+    digest.update(req.method().as_str().as_bytes());
+    digest.update(b" ");
+    digest.update(req.path().as_bytes());
+    digest.update(b"\n");
+    digest.update(idempotency.key.as_bytes());
+    let hash = digest.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}

@@ -3,6 +3,7 @@
 //! Handlers are thin: parse, ask a domain actor or the store, map the result.
 
 pub mod asyncapi;
+pub mod customers;
 pub mod dead_letters;
 pub mod error;
 pub mod health;
@@ -10,7 +11,9 @@ pub mod idempotency;
 pub mod inventory;
 pub mod metrics;
 pub mod openapi;
+pub mod preconditions;
 pub mod request_telemetry;
+pub mod validation;
 
 pub use error::ApiError;
 

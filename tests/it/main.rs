@@ -9,6 +9,7 @@ mod asyncapi;
 mod commands;
 mod config;
 mod crashes;
+mod customers;
 mod dead_letters;
 mod dedupe;
 mod guide;

@@ -1,7 +1,9 @@
-//! A typed client of the inventory API, over the server's own request and response types, so
+//! Typed clients of the shop's APIs, over the server's own request and response types, so
 //! tests say what they ask (`inventory().stock("A-1")`) and a changed contract fails to compile
 //! rather than to parse.
 
+use serde::Serialize;
+use troupe::http::customers::{CustomerPage, CustomerView, NewCustomerRequest};
 use troupe::http::inventory::{AdjustmentRequest, StockPage, StockView};
 
 /// The inventory API of one running service.
@@ -105,5 +107,78 @@ impl Adjust {
             response.text().await.unwrap_or_default()
         );
         response.json().await.expect("a StockView")
+    }
+}
+
+/// The customers API of one running service.
+#[derive(Clone)]
+pub struct CustomersClient {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl CustomersClient {
+    /// A client of the service at `base`.
+    pub fn new(client: reqwest::Client, base: &str) -> Self {
+        Self {
+            client,
+            base: base.to_owned(),
+        }
+    }
+
+    /// `POST /api/v1/customers` with `body` (any JSON, so tests can send bad ones); add
+    /// headers on the returned builder.
+    pub fn post(&self, body: &impl Serialize) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/api/v1/customers", self.base))
+            .json(body)
+    }
+
+    /// Registers `name` with `credit_cents` (email `<name>@example.com`); panics unless 201.
+    pub async fn register(&self, name: &str, credit_cents: i64) -> CustomerView {
+        let body = NewCustomerRequest {
+            name: name.into(),
+            email: format!("{}@example.com", name.to_lowercase()),
+            credit_cents,
+        };
+        let response = self.post(&body).send().await.expect("request sent");
+        assert_eq!(
+            response.status(),
+            201,
+            "register {name}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        response.json().await.expect("a CustomerView")
+    }
+
+    /// `GET /api/v1/customers/{id_path}` as it answers.
+    pub async fn get(&self, id_path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/api/v1/customers/{id_path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `PATCH /api/v1/customers/{id_path}` with `body`; add headers (`If-Match`) on the
+    /// returned builder.
+    pub fn patch(&self, id_path: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
+        self.client
+            .patch(format!("{}/api/v1/customers/{id_path}", self.base))
+            .json(body)
+    }
+
+    /// One page of the list endpoint; panics unless it answers 200.
+    pub async fn page(&self, limit: usize, after: Option<&str>) -> CustomerPage {
+        let mut request = self
+            .client
+            .get(format!("{}/api/v1/customers", self.base))
+            .query(&[("limit", limit)]);
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        let response = request.send().await.expect("request sent");
+        assert_eq!(response.status(), 200, "list page");
+        response.json().await.expect("a CustomerPage")
     }
 }

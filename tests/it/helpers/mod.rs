@@ -101,6 +101,11 @@ impl TestApp {
         client::InventoryClient::new(self.client.clone(), &self.address)
     }
 
+    /// The typed client of the customers API.
+    pub fn customers(&self) -> client::CustomersClient {
+        client::CustomersClient::new(self.client.clone(), &self.address)
+    }
+
     /// GET `path`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
