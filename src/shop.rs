@@ -2,6 +2,7 @@
 
 use crate::domains::customers::Customers;
 use crate::domains::inventory::Inventory;
+use crate::domains::payments::Payments;
 use crate::http;
 use crate::registry::Registry;
 
@@ -10,4 +11,5 @@ pub fn registry() -> Registry {
     Registry::new()
         .serve(Inventory, http::inventory::Routes)
         .serve(Customers, http::customers::Routes)
+        .serve(Payments, http::payments::Routes)
 }

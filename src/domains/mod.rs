@@ -3,3 +3,4 @@
 
 pub mod customers;
 pub mod inventory;
+pub mod payments;

@@ -323,3 +323,31 @@ async fn customers_page_by_id() {
     let bad = app.get("/api/v1/customers?after=x").await;
     assert_eq!(bad.status(), 400);
 }
+
+#[actix_web::test]
+async fn registering_opens_a_wallet_with_the_credit() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| s.domains.enabled = vec!["customers".into(), "payments".into()]),
+        ..Default::default()
+    })
+    .await;
+    let customers = app.customers();
+    let alice = customers.register("Alice", 2500).await;
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the wallet opens",
+        || async { customers.wallet(&alice.id).await.is_some() },
+    )
+    .await;
+    let wallet = customers.wallet(&alice.id).await.unwrap();
+    assert_eq!(
+        (
+            wallet.balance_cents,
+            wallet.credit_cents,
+            wallet.movements.len()
+        ),
+        (2500, 2500, 1)
+    );
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert!(customers.wallet(&unknown).await.is_none());
+}

@@ -247,7 +247,7 @@ async fn unknown_and_twice_registered_names_are_refused() {
         Err(StartupError::Domains(RegistryError::Unknown { name, known })) => {
             assert_eq!(
                 (name.as_str(), known.as_str()),
-                ("counter", "inventory, customers")
+                ("counter", "inventory, customers, payments")
             );
         }
         Err(other) => panic!("refused for another reason: {other}"),

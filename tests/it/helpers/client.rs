@@ -5,6 +5,7 @@
 use serde::Serialize;
 use troupe::http::customers::{CustomerPage, CustomerView, NewCustomerRequest};
 use troupe::http::inventory::{AdjustmentRequest, StockPage, StockView};
+use troupe::http::payments::WalletView;
 
 /// The inventory API of one running service.
 #[derive(Clone)]
@@ -166,6 +167,24 @@ impl CustomersClient {
         self.client
             .patch(format!("{}/api/v1/customers/{id_path}", self.base))
             .json(body)
+    }
+
+    /// The customer's wallet; `None` while it is not open (404). Panics on other statuses.
+    pub async fn wallet(&self, id: &str) -> Option<WalletView> {
+        let response = self
+            .client
+            .get(format!("{}/api/v1/customers/{id}/wallet", self.base))
+            .send()
+            .await
+            .expect("request sent");
+        match response.status().as_u16() {
+            200 => Some(response.json().await.expect("a WalletView")),
+            404 => None,
+            status => panic!(
+                "GET wallet {id}: {status} {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
     }
 
     /// One page of the list endpoint; panics unless it answers 200.
