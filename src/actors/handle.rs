@@ -201,10 +201,23 @@ impl<D: Domain> DomainHandle<D> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<EntityPage<D::State>, DomainUnavailable> {
+        self.list_matching(after, limit, None).await
+    }
+
+    /// Like [`list`](Self::list), only entities whose stored state contains `filter` (JSON
+    /// containment: `{"customer_id": "c1", "status": "pending"}` matches states with those
+    /// fields at those values). The page is full only if that many match; its cursor is the last
+    /// match, so paging on is correct.
+    pub async fn list_matching(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        filter: Option<&serde_json::Value>,
+    ) -> Result<EntityPage<D::State>, DomainUnavailable> {
         let name = self.name;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
-            .read(async |conn| entities::load_page(conn, name, after, limit).await)
+            .read(async |conn| entities::load_page(conn, name, after, limit, filter).await)
             .await?;
         // A full page may have more after it: its last key, loadable or not, is the cursor.
         let next_after = (rows.len() as i64 == limit)

@@ -4,3 +4,4 @@
 pub mod customers;
 pub mod inventory;
 pub mod payments;
+pub mod reservations;

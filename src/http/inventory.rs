@@ -1,11 +1,13 @@
 //! The inventory API: stock per SKU, read from the inventory domain's in-memory state.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
 use super::error::ErrorBody;
 use super::idempotency::{IDEMPOTENT_REPLAYED, idempotency};
+use super::preconditions::{etag, if_match};
+use super::validation::{Problems, shape};
 use super::{ApiError, AppState};
 use crate::actors::handle::DomainHandle;
 use crate::domain::{Entity, validate_key};
@@ -73,6 +75,7 @@ impl DomainRoutes for Routes {
     fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.service(list_stock)
             .service(get_stock)
+            .service(set_stock)
             .service(adjust_stock);
     }
 
@@ -83,8 +86,8 @@ impl DomainRoutes for Routes {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(get_stock, list_stock, adjust_stock),
-    components(schemas(StockView, StockPage, AdjustmentRequest)),
+    paths(get_stock, list_stock, set_stock, adjust_stock),
+    components(schemas(StockView, StockPage, AdjustmentRequest, StockCountRequest)),
     tags((name = "inventory", description = "Stock per SKU"))
 )]
 struct InventoryApi;
@@ -110,7 +113,8 @@ fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
     tag = "inventory",
     params(("sku" = String, Path, description = "The SKU")),
     responses(
-        (status = 200, description = "Stock of the SKU", body = StockView),
+        (status = 200, description = "Stock of the SKU", body = StockView,
+         headers(("ETag" = String, description = "The version, for If-Match"))),
         (status = 400, description = "The SKU is not a valid key (`invalid_key`: empty, over `runtime.max_key_bytes`, or holding a control character)", body = ErrorBody),
         (status = 404, description = "No input ever touched this SKU", body = ErrorBody),
         (status = 503, description = "The inventory domain is not running or Postgres did not answer (`domain_unavailable`), or this SKU's stored state cannot be loaded (`entity_unavailable`)", body = ErrorBody),
@@ -124,7 +128,9 @@ pub async fn get_stock(
     let sku = sku.into_inner();
     valid_sku(&state, &sku)?;
     match inventory(&state)?.get(&sku).await? {
-        Some(entity) => Ok(HttpResponse::Ok().json(StockView::from_entity(sku, &entity))),
+        Some(entity) => Ok(HttpResponse::Ok()
+            .insert_header(etag(entity.version))
+            .json(StockView::from_entity(sku, &entity))),
         None => Err(ApiError::NotFound {
             what: "sku",
             id: sku,
@@ -166,6 +172,67 @@ pub async fn list_stock(
         .map(|(sku, e)| StockView::from_entity(sku, &e))
         .collect();
     Ok(HttpResponse::Ok().json(StockPage { items, next_after }))
+}
+
+/// Largest count `PUT /api/v1/inventory/{sku}` takes.
+pub const MAX_ON_HAND: i64 = 1_000_000_000_000;
+
+/// Body of `PUT /api/v1/inventory/{sku}`.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockCountRequest {
+    /// Units on hand, counted.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub on_hand: i64,
+}
+
+/// `PUT /api/v1/inventory/{sku}`: sets the units on hand (a stock count). With `If-Match`
+/// (the `ETag` of a read), refused with 412 when the SKU changed since. A count below what
+/// orders hold is refused (409 `below_reserved`): available never goes negative.
+#[utoipa::path(
+    put,
+    path = "/api/v1/inventory/{sku}",
+    tag = "inventory",
+    params(
+        ("sku" = String, Path, description = "The SKU"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the read this count is based on (`\"3\"`)"),
+    ),
+    request_body = StockCountRequest,
+    responses(
+        (status = 200, description = "Committed; the new stock", body = StockView,
+         headers(("ETag" = String, description = "The new version"))),
+        (status = 400, description = "Not JSON (`invalid_body`), or an invalid SKU (`invalid_key`) or If-Match (`invalid_if_match`)", body = ErrorBody),
+        (status = 409, description = "Below what orders hold (`below_reserved`)", body = ErrorBody),
+        (status = 412, description = "The SKU changed since the If-Match version (`version_mismatch`)", body = ErrorBody),
+        (status = 413, description = "Body over http.json_limit_bytes", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown, of the wrong type or out of range (`validation_failed`)", body = ErrorBody),
+        (status = 503, description = "Not committed, nothing took effect: safe to retry", body = ErrorBody),
+        (status = 504, description = "Outcome unknown (`outcome_unknown`): read the SKU before retrying", body = ErrorBody),
+    )
+)]
+#[put("/api/v1/inventory/{sku}")]
+pub async fn set_stock(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    sku: web::Path<String>,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    let sku = sku.into_inner();
+    valid_sku(&state, &sku)?;
+    let expected_version = if_match(&req)?;
+    let body: StockCountRequest = shape(body.into_inner())?;
+    let mut problems = Problems::new();
+    problems.range("on_hand", body.on_hand, 0, MAX_ON_HAND);
+    problems.finish()?;
+    let command = InventoryCommand::SetOnHand {
+        on_hand: body.on_hand,
+        expected_version,
+    };
+    let committed = inventory(&state)?.execute(&sku, command, None).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(committed.version))
+        .json(StockView::new(sku, &committed.reply, committed.version)))
 }
 
 /// Body of `POST /api/v1/inventory/{sku}/adjustments`.

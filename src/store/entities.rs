@@ -32,13 +32,17 @@ pub struct EntityWrite {
     pub expected_version: i64,
 }
 
-/// Loads a page of a domain's entities with keys after `after`, in key order.
+/// Loads a page of a domain's entities with keys after `after`, in key order; with
+/// `containing`, only those whose state contains that JSON (`state @> containing`: a field
+/// filter such as `{"customer_id": "c1"}`). The filter walks the primary key in order, so a
+/// rare match may scan many rows: fine for a page of a customer's orders, not for analytics.
 #[tracing::instrument(skip_all, fields(domain, limit))]
 pub async fn load_page(
     conn: &mut AsyncPgConnection,
     domain: &str,
     after: Option<&str>,
     limit: i64,
+    containing: Option<&serde_json::Value>,
 ) -> Result<Vec<StoredEntity>, StoreError> {
     let mut query = t::table
         .filter(t::domain.eq(domain))
@@ -48,6 +52,9 @@ pub async fn load_page(
         .into_boxed();
     if let Some(after) = after {
         query = query.filter(t::key.gt(after.to_owned()));
+    }
+    if let Some(containing) = containing {
+        query = query.filter(t::state.contains(containing.clone()));
     }
     Ok(query.load(conn).await?)
 }

@@ -1,9 +1,18 @@
-//! Inventory: stock per SKU, fed by `stock.adjusted` events on `inventory.adjustments`.
+//! Inventory: stock per SKU, fed by `stock.adjusted` events on `inventory.adjustments` and by
+//! the orders' stock requests on `reservations.requests`.
 //!
 //! Emits `stock.depleted` when a SKU's available stock drops to zero or below and
-//! `stock.replenished` when it rises above zero again, with the time of the adjustment that
+//! `stock.replenished` when it rises above zero again, with the time of the change that
 //! crossed zero (`at`: the producer's `ts`, else when it reached the stream; for the API, when
 //! the request came), and notifies `inventory/<sku>` on every change.
+//!
+//! For orders it holds stock line by line: a hold is granted only from what is available
+//! (`stock.held`, else `stock.short`, both keyed by the order), so available never goes
+//! negative through orders, whatever the partition count. Holds are kept per order, so a
+//! release or commit takes back exactly what that order held, once. Whether an order gets all
+//! of its lines or none is decided per order by the reservations domain.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,6 +22,8 @@ use crate::domain::{Context, Domain, DomainError, NoEvents, Subscription};
 
 /// The input stream.
 pub const ADJUSTMENTS_STREAM: &str = "inventory.adjustments";
+/// Where the reservations domain asks for holds, releases, commits and restocks.
+pub use crate::domains::reservations::REQUESTS_STREAM;
 
 /// The inventory domain.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,8 +34,11 @@ pub struct Inventory;
 pub struct Stock {
     /// Units physically present.
     pub on_hand: i64,
-    /// Units promised to orders and not yet shipped.
+    /// Units promised to orders and not yet shipped: the sum of `holds`.
     pub reserved: i64,
+    /// Units held per order.
+    #[serde(default)]
+    pub holds: BTreeMap<String, i64>,
 }
 
 impl Stock {
@@ -41,6 +55,29 @@ pub enum InventoryEvent {
     /// Stock counted, received, lost or corrected in a warehouse.
     #[serde(rename = "stock.adjusted")]
     StockAdjusted(StockAdjustment),
+    /// Hold `quantity` for an order, if available.
+    #[serde(rename = "stock.hold_requested")]
+    HoldRequested(StockRequest),
+    /// Give back what an order holds.
+    #[serde(rename = "stock.release_requested")]
+    ReleaseRequested(StockRequest),
+    /// What an order holds is sold: it leaves the stock.
+    #[serde(rename = "stock.commit_requested")]
+    CommitRequested(StockRequest),
+    /// Units an order bought come back (the order was cancelled after it was confirmed).
+    #[serde(rename = "stock.restock_requested")]
+    RestockRequested(StockRequest),
+}
+
+/// The data of the stock requests on `reservations.requests`, keyed by SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct StockRequest {
+    /// The order asking.
+    pub order_id: String,
+    /// The SKU.
+    pub sku: String,
+    /// Units (for a hold and a restock; a release and a commit take what the order holds).
+    pub quantity: i64,
 }
 
 /// The data of `stock.adjusted`.
@@ -63,6 +100,38 @@ pub enum InventoryOutput {
     /// A SKU's available stock rose above zero again.
     #[serde(rename = "stock.replenished")]
     StockReplenished(StockLevel),
+    /// A hold was granted (keyed by the order).
+    #[serde(rename = "stock.held")]
+    Held(LineHeld),
+    /// A hold was refused: not enough available (keyed by the order).
+    #[serde(rename = "stock.short")]
+    Short(LineShort),
+}
+
+/// The data of `stock.held`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineHeld {
+    /// The order.
+    pub order_id: String,
+    /// The SKU.
+    pub sku: String,
+    /// Units held.
+    pub quantity: i64,
+}
+
+/// The data of `stock.short`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineShort {
+    /// The order.
+    pub order_id: String,
+    /// The SKU.
+    pub sku: String,
+    /// Units asked for.
+    pub requested: i64,
+    /// Units that were available.
+    pub available: i64,
 }
 
 /// The data of `stock.depleted` and `stock.replenished`.
@@ -82,6 +151,13 @@ pub struct StockLevel {
 pub enum InventoryCommand {
     /// The same adjustment as the event, made through the API.
     Adjust(StockAdjustment),
+    /// Sets the units on hand (a stock count), if the SKU is still at `expected_version`.
+    SetOnHand {
+        /// The new count.
+        on_hand: i64,
+        /// The version the client read (`If-Match`); `None` for any.
+        expected_version: Option<u64>,
+    },
 }
 
 impl Domain for Inventory {
@@ -97,7 +173,10 @@ impl Domain for Inventory {
     }
 
     fn subscriptions(&self) -> Vec<Subscription> {
-        vec![Subscription::new(ADJUSTMENTS_STREAM)]
+        vec![
+            Subscription::new(ADJUSTMENTS_STREAM),
+            Subscription::new(REQUESTS_STREAM),
+        ]
     }
 
     fn handle(
@@ -106,8 +185,33 @@ impl Domain for Inventory {
         event: InventoryEvent,
         ctx: &mut Context<InventoryOutput>,
     ) -> Result<(), DomainError> {
-        let InventoryEvent::StockAdjusted(adjustment) = event;
-        adjust(stock, &adjustment, ctx)
+        match event {
+            InventoryEvent::StockAdjusted(adjustment) => adjust(stock, &adjustment, ctx),
+            InventoryEvent::HoldRequested(request) => hold(stock, request, ctx),
+            InventoryEvent::ReleaseRequested(request) => changing(stock, ctx, "release", |stock| {
+                if let Some(held) = stock.holds.remove(&request.order_id) {
+                    stock.reserved -= held;
+                }
+                Ok(())
+            }),
+            InventoryEvent::CommitRequested(request) => changing(stock, ctx, "commit", |stock| {
+                if let Some(held) = stock.holds.remove(&request.order_id) {
+                    stock.reserved -= held;
+                    stock.on_hand -= held;
+                }
+                Ok(())
+            }),
+            InventoryEvent::RestockRequested(request) => {
+                positive(request.quantity)?;
+                changing(stock, ctx, "restock", |stock| {
+                    stock.on_hand = stock
+                        .on_hand
+                        .checked_add(request.quantity)
+                        .ok_or_else(|| DomainError::Invalid("restock overflows on_hand".into()))?;
+                    Ok(())
+                })
+            }
+        }
     }
 
     fn execute(
@@ -116,12 +220,133 @@ impl Domain for Inventory {
         command: InventoryCommand,
         ctx: &mut Context<InventoryOutput>,
     ) -> Result<Stock, DomainError> {
-        let InventoryCommand::Adjust(adjustment) = command;
-        if adjustment.warehouse.trim().is_empty() {
-            return Err(DomainError::Invalid("warehouse must not be empty".into()));
+        match command {
+            InventoryCommand::Adjust(adjustment) => {
+                if adjustment.warehouse.trim().is_empty() {
+                    return Err(DomainError::Invalid("warehouse must not be empty".into()));
+                }
+                adjust(stock, &adjustment, ctx)?;
+            }
+            InventoryCommand::SetOnHand {
+                on_hand,
+                expected_version,
+            } => {
+                if let Some(expected) = expected_version
+                    && expected != ctx.version()
+                {
+                    return Err(DomainError::Stale {
+                        expected,
+                        current: ctx.version(),
+                    });
+                }
+                if on_hand < 0 {
+                    return Err(DomainError::Invalid("on_hand must not be negative".into()));
+                }
+                if on_hand < stock.reserved {
+                    return Err(DomainError::Rejected {
+                        code: "below_reserved",
+                        message: format!(
+                            "{} units are reserved for orders; on_hand cannot go below that",
+                            stock.reserved
+                        ),
+                    });
+                }
+                changing(stock, ctx, "count", |stock| {
+                    stock.on_hand = on_hand;
+                    Ok(())
+                })?;
+            }
         }
-        adjust(stock, &adjustment, ctx)?;
         Ok(stock.clone())
+    }
+}
+
+fn positive(quantity: i64) -> Result<(), DomainError> {
+    if quantity <= 0 {
+        return Err(DomainError::Invalid(format!(
+            "quantity must be positive, not {quantity}"
+        )));
+    }
+    Ok(())
+}
+
+fn hold(
+    stock: &mut Stock,
+    request: StockRequest,
+    ctx: &mut Context<InventoryOutput>,
+) -> Result<(), DomainError> {
+    positive(request.quantity)?;
+    if stock.holds.contains_key(&request.order_id) {
+        // One hold per order and SKU: the reservations domain asks once per line.
+        return Err(DomainError::Invalid(format!(
+            "order {} already holds {}",
+            request.order_id, request.sku
+        )));
+    }
+    let available = stock.available();
+    let StockRequest {
+        order_id,
+        sku,
+        quantity,
+    } = request;
+    if available < quantity {
+        ctx.emit_for(
+            &order_id.clone(),
+            InventoryOutput::Short(LineShort {
+                order_id,
+                sku,
+                requested: quantity,
+                available,
+            }),
+        );
+        return Ok(());
+    }
+    changing(stock, ctx, "hold", |stock| {
+        stock.holds.insert(order_id.clone(), quantity);
+        stock.reserved += quantity;
+        Ok(())
+    })?;
+    ctx.emit_for(
+        &order_id.clone(),
+        InventoryOutput::Held(LineHeld {
+            order_id,
+            sku,
+            quantity,
+        }),
+    );
+    Ok(())
+}
+
+/// Applies `change`, then announces a crossing of zero and notifies the SKU's watchers.
+fn changing(
+    stock: &mut Stock,
+    ctx: &mut Context<InventoryOutput>,
+    what: &str,
+    change: impl FnOnce(&mut Stock) -> Result<(), DomainError>,
+) -> Result<(), DomainError> {
+    let was_available = stock.available() > 0;
+    change(stock)?;
+    announce(stock, was_available, ctx);
+    let sku = ctx.key().to_owned();
+    ctx.notify(
+        &format!("inventory/{sku}"),
+        json!({ "sku": sku, "on_hand": stock.on_hand, "reserved": stock.reserved,
+                "available": stock.available(), "change": what }),
+    );
+    Ok(())
+}
+
+fn announce(stock: &Stock, was_available: bool, ctx: &mut Context<InventoryOutput>) {
+    let is_available = stock.available() > 0;
+    let level = StockLevel {
+        sku: ctx.key().to_owned(),
+        on_hand: stock.on_hand,
+        at: ctx.input().timestamp,
+    };
+    if was_available && !is_available {
+        ctx.emit(InventoryOutput::StockDepleted(level));
+    } else if !was_available && is_available {
+        ctx.emit(InventoryOutput::StockReplenished(level));
     }
 }
 
@@ -134,20 +359,8 @@ fn adjust(
     stock.on_hand = stock.on_hand.checked_add(adjustment.delta).ok_or_else(|| {
         DomainError::Invalid(format!("delta {} overflows on_hand", adjustment.delta))
     })?;
-    let is_available = stock.available() > 0;
+    announce(stock, was_available, ctx);
     let sku = ctx.key().to_owned();
-    let level = || StockLevel {
-        sku: sku.clone(),
-        on_hand: stock.on_hand,
-        at: ctx.input().timestamp,
-    };
-    if was_available && !is_available {
-        let level = level();
-        ctx.emit(InventoryOutput::StockDepleted(level));
-    } else if !was_available && is_available {
-        let level = level();
-        ctx.emit(InventoryOutput::StockReplenished(level));
-    }
     ctx.notify(
         &format!("inventory/{sku}"),
         json!({ "sku": sku, "on_hand": stock.on_hand, "reserved": stock.reserved,
@@ -183,7 +396,7 @@ mod tests {
             kit.state("A"),
             Some(&Stock {
                 on_hand: 7,
-                reserved: 0
+                ..Stock::default()
             })
         );
         assert_eq!(kit.entity("A").unwrap().version, 2);
@@ -210,8 +423,25 @@ mod tests {
     #[test]
     fn the_catalogue_is_read_from_the_event_enums() {
         let catalogue = EventCatalogue::of::<Inventory>().unwrap();
-        assert_eq!(catalogue.inputs, [STOCK_ADJUSTED]);
-        assert_eq!(catalogue.outputs, ["stock.depleted", "stock.replenished"]);
+        assert_eq!(
+            catalogue.inputs,
+            [
+                STOCK_ADJUSTED,
+                "stock.hold_requested",
+                "stock.release_requested",
+                "stock.commit_requested",
+                "stock.restock_requested"
+            ]
+        );
+        assert_eq!(
+            catalogue.outputs,
+            [
+                "stock.depleted",
+                "stock.replenished",
+                "stock.held",
+                "stock.short"
+            ]
+        );
     }
 
     #[test]
@@ -282,6 +512,119 @@ mod tests {
         ));
         assert_eq!(kit.state("A").unwrap().on_hand, i64::MAX);
         assert_eq!(kit.entity("A").unwrap().version, 1);
+    }
+
+    fn request(
+        kind: &str,
+        sku: &str,
+        order: &str,
+        quantity: i64,
+    ) -> crate::domain::testkit::TestEvent {
+        event(
+            sku,
+            kind,
+            json!({ "order_id": order, "sku": sku, "quantity": quantity }),
+        )
+    }
+
+    #[test]
+    fn holds_are_granted_only_from_what_is_available() {
+        let mut kit = TestKit::new(Inventory);
+        kit.given([adjusted("A", 5)]);
+        let effects = kit
+            .when(request("stock.hold_requested", "A", "o1", 3))
+            .unwrap();
+        assert_eq!(effects.emitted[0].event_type, "stock.held");
+        assert_eq!(effects.emitted[0].key, "o1", "answered to the order");
+        let effects = kit
+            .when(request("stock.hold_requested", "A", "o2", 3))
+            .unwrap();
+        assert_eq!(
+            effects.emitted[0].decode::<InventoryOutput>().unwrap(),
+            InventoryOutput::Short(LineShort {
+                order_id: "o2".into(),
+                sku: "A".into(),
+                requested: 3,
+                available: 2
+            })
+        );
+        let stock = kit.state("A").unwrap();
+        assert_eq!(
+            (stock.on_hand, stock.reserved, stock.available()),
+            (5, 3, 2)
+        );
+        // The last two units: available reaches zero, which is announced.
+        let effects = kit
+            .when(request("stock.hold_requested", "A", "o3", 2))
+            .unwrap();
+        let types: Vec<&str> = effects
+            .emitted
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect();
+        assert_eq!(types, ["stock.depleted", "stock.held"]);
+        assert_eq!(kit.state("A").unwrap().available(), 0);
+    }
+
+    #[test]
+    fn releases_commits_and_restocks_move_exactly_what_an_order_held() {
+        let mut kit = TestKit::new(Inventory);
+        kit.given([
+            adjusted("A", 10),
+            request("stock.hold_requested", "A", "o1", 4),
+            request("stock.hold_requested", "A", "o2", 3),
+        ]);
+        kit.when(request("stock.release_requested", "A", "o1", 4))
+            .unwrap();
+        kit.when(request("stock.release_requested", "A", "o1", 4))
+            .unwrap();
+        let stock = kit.state("A").unwrap().clone();
+        assert_eq!((stock.on_hand, stock.reserved), (10, 3), "released once");
+        kit.when(request("stock.commit_requested", "A", "o2", 3))
+            .unwrap();
+        kit.when(request("stock.commit_requested", "A", "o2", 3))
+            .unwrap();
+        let stock = kit.state("A").unwrap().clone();
+        assert_eq!((stock.on_hand, stock.reserved), (7, 0), "committed once");
+        assert!(stock.holds.is_empty());
+        kit.when(request("stock.restock_requested", "A", "o2", 3))
+            .unwrap();
+        assert_eq!(kit.state("A").unwrap().on_hand, 10);
+        for bad in [0, -1] {
+            assert!(
+                kit.when(request("stock.hold_requested", "A", "o9", bad))
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn a_count_cannot_go_below_what_is_reserved_nor_land_on_a_stale_read() {
+        let mut kit = TestKit::new(Inventory);
+        kit.given([
+            adjusted("A", 10),
+            request("stock.hold_requested", "A", "o1", 4),
+        ]);
+        let set = |on_hand, expected_version| InventoryCommand::SetOnHand {
+            on_hand,
+            expected_version,
+        };
+        assert!(matches!(
+            kit.command("A", set(3, None)),
+            Err(Failure::Handler(DomainError::Rejected {
+                code: "below_reserved",
+                ..
+            }))
+        ));
+        assert!(matches!(
+            kit.command("A", set(20, Some(1))),
+            Err(Failure::Handler(DomainError::Stale {
+                expected: 1,
+                current: 2
+            }))
+        ));
+        let (stock, _) = kit.command("A", set(4, Some(2))).unwrap();
+        assert_eq!((stock.on_hand, stock.available()), (4, 0));
     }
 
     #[test]
