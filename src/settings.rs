@@ -773,7 +773,16 @@ mod tests {
             ("TROUPE__DOMAINS__COUNTER__LABEL", "shop"),
         ])
         .unwrap();
-        assert_eq!(s.domains.enabled, ["inventory", "customers", "payments"]);
+        assert_eq!(
+            s.domains.enabled,
+            [
+                "inventory",
+                "customers",
+                "payments",
+                "reservations",
+                "orders"
+            ]
+        );
         // Kept as written: the domain's own types decide what a value is (the registry
         // deserializes leniently), so a label "0123" or "true" is not turned into a number or
         // a bool on the way.

@@ -2,7 +2,9 @@
 
 use crate::domains::customers::Customers;
 use crate::domains::inventory::Inventory;
+use crate::domains::orders::Orders;
 use crate::domains::payments::Payments;
+use crate::domains::reservations::Reservations;
 use crate::http;
 use crate::registry::Registry;
 
@@ -12,4 +14,6 @@ pub fn registry() -> Registry {
         .serve(Inventory, http::inventory::Routes)
         .serve(Customers, http::customers::Routes)
         .serve(Payments, http::payments::Routes)
+        .domain(Reservations)
+        .serve_configured::<Orders>(http::orders::Routes)
 }

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod inventory;
 pub mod metrics;
 pub mod openapi;
+pub mod orders;
 pub mod payments;
 pub mod preconditions;
 pub mod request_telemetry;

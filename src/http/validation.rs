@@ -25,23 +25,35 @@ pub struct FieldError {
 /// `body` as `T`, or 422 naming the first field whose type or presence is wrong (and every
 /// unknown field, as `T` should refuse them with `#[serde(deny_unknown_fields)]`).
 pub fn shape<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    // serde would also fill a struct from an array, field by position; a body is an object.
-    if !body.is_object() {
+    shape_at("", body)
+}
+
+/// Like [`shape`] for a value found at `at` in the body (`items[2]`): the fields it names are
+/// prefixed with `at`. A list of objects is taken as `Vec<Value>` and each element shaped
+/// with this, because serde would fill a struct from an array too, field by position.
+pub fn shape_at<T: DeserializeOwned>(at: &str, value: Value) -> Result<T, ApiError> {
+    if !value.is_object() {
         return Err(ApiError::Validation(vec![FieldError {
-            field: String::new(),
-            message: "the body must be a JSON object".into(),
+            field: at.to_owned(),
+            message: "must be a JSON object".into(),
         }]));
     }
-    serde_path_to_error::deserialize(body).map_err(|e| {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
         // serde reports a missing field at its parent; name the field itself.
-        let field = match message.strip_prefix("missing field `") {
+        let inner = match message.strip_prefix("missing field `") {
             Some(rest) => {
                 let name = rest.split('`').next().unwrap_or_default();
                 join(&path, name)
             }
             None => path_or_body(&path),
+        };
+        let field = match (at, inner.as_str()) {
+            ("", inner) => inner.to_owned(),
+            (at, "") => at.to_owned(),
+            (at, inner) if inner.starts_with('[') => format!("{at}{inner}"),
+            (at, inner) => format!("{at}.{inner}"),
         };
         ApiError::Validation(vec![FieldError { field, message }])
     })
@@ -155,6 +167,16 @@ mod tests {
         );
         assert_eq!(fields(json!(["c", []])), [""], "not by position");
         assert_eq!(fields(json!("text")), [""]);
+        let nested = shape_at::<Line>("items[3]", json!({"sku": "a"}));
+        assert!(
+            matches!(&nested, Err(ApiError::Validation(e)) if e[0].field == "items[3].quantity"),
+            "{nested:?}"
+        );
+        let positional = shape_at::<Line>("items[0]", json!(["a", 1]));
+        assert!(
+            matches!(&positional, Err(ApiError::Validation(e)) if e[0].field == "items[0]"),
+            "{positional:?}"
+        );
         let unknown = shape::<Order>(json!({"customer_id": "c", "items": [], "x": 1}));
         assert!(
             format!("{unknown:?}").contains("unknown field `x`"),

@@ -24,6 +24,7 @@ mod registry;
 mod relay;
 mod residency;
 mod routing;
+mod shop;
 mod stale_state;
 mod supervision;
 mod timers;

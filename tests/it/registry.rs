@@ -247,7 +247,10 @@ async fn unknown_and_twice_registered_names_are_refused() {
         Err(StartupError::Domains(RegistryError::Unknown { name, known })) => {
             assert_eq!(
                 (name.as_str(), known.as_str()),
-                ("counter", "inventory, customers, payments")
+                (
+                    "counter",
+                    "inventory, customers, payments, reservations, orders"
+                )
             );
         }
         Err(other) => panic!("refused for another reason: {other}"),

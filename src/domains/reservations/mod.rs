@@ -96,13 +96,13 @@ pub enum ReservationsInput {
     OrderPlaced(PlacedOrder),
     /// The order was confirmed: commit its holds.
     #[serde(rename = "order.confirmed")]
-    OrderConfirmed(OrderRef),
+    OrderConfirmed(EndedOrder),
     /// The order was rejected: release its holds.
     #[serde(rename = "order.rejected")]
-    OrderRejected(OrderRef),
+    OrderRejected(EndedOrder),
     /// The order was cancelled: release, or restock what was committed.
     #[serde(rename = "order.cancelled")]
-    OrderCancelled(OrderRef),
+    OrderCancelled(EndedOrder),
     /// Inventory held a line.
     #[serde(rename = "stock.held")]
     Held(LineAnswer),
@@ -135,7 +135,7 @@ pub struct PlacedLine {
 
 /// What reservations reads of the other order events.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-pub struct OrderRef {
+pub struct EndedOrder {
     /// The order.
     pub order_id: String,
 }
@@ -162,16 +162,16 @@ pub enum ReservationsOutput {
     Rejected(StockRejected),
     /// Hold a line (to inventory).
     #[serde(rename = "stock.hold_requested")]
-    HoldRequested(StockRequest),
+    HoldRequested(LineRequest),
     /// Release what the order holds of a SKU (to inventory).
     #[serde(rename = "stock.release_requested")]
-    ReleaseRequested(StockRequest),
+    ReleaseRequested(LineRequest),
     /// Commit what the order holds of a SKU (to inventory).
     #[serde(rename = "stock.commit_requested")]
-    CommitRequested(StockRequest),
+    CommitRequested(LineRequest),
     /// Put back what the order bought of a SKU (to inventory).
     #[serde(rename = "stock.restock_requested")]
-    RestockRequested(StockRequest),
+    RestockRequested(LineRequest),
 }
 
 /// The data of `stock.reserved`.
@@ -205,7 +205,7 @@ pub struct StockRejected {
 /// The data of the stock requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StockRequest {
+pub struct LineRequest {
     /// The order.
     pub order_id: String,
     /// The SKU.
@@ -409,7 +409,7 @@ fn release(ctx: &mut Context<ReservationsOutput>, order_id: &str, sku: &str, qua
     ctx.emit_to(
         REQUESTS_STREAM,
         sku,
-        ReservationsOutput::ReleaseRequested(StockRequest {
+        ReservationsOutput::ReleaseRequested(LineRequest {
             order_id: order_id.to_owned(),
             sku: sku.to_owned(),
             quantity,
@@ -420,14 +420,14 @@ fn release(ctx: &mut Context<ReservationsOutput>, order_id: &str, sku: &str, qua
 fn request_all(
     reservation: &Reservation,
     ctx: &mut Context<ReservationsOutput>,
-    request: fn(StockRequest) -> ReservationsOutput,
+    request: fn(LineRequest) -> ReservationsOutput,
 ) {
     let order_id = ctx.key().to_owned();
     for (sku, line) in &reservation.lines {
         ctx.emit_to(
             REQUESTS_STREAM,
             sku,
-            request(StockRequest {
+            request(LineRequest {
                 order_id: order_id.clone(),
                 sku: sku.clone(),
                 quantity: line.quantity,

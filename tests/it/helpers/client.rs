@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 use troupe::http::customers::{CustomerPage, CustomerView, NewCustomerRequest};
-use troupe::http::inventory::{AdjustmentRequest, StockPage, StockView};
+use troupe::http::inventory::{AdjustmentRequest, StockCountRequest, StockPage, StockView};
+use troupe::http::orders::{OrderPage, OrderView};
 use troupe::http::payments::WalletView;
 
 /// The inventory API of one running service.
@@ -58,6 +59,31 @@ impl InventoryClient {
         let response = request.send().await.expect("request sent");
         assert_eq!(response.status(), 200, "list page");
         response.json().await.expect("a StockPage")
+    }
+
+    /// `PUT /api/v1/inventory/{sku}` with `on_hand`; panics unless it answers 200.
+    pub async fn set(&self, sku: &str, on_hand: i64) -> StockView {
+        let response = self
+            .client
+            .put(format!("{}/api/v1/inventory/{sku}", self.base))
+            .json(&StockCountRequest { on_hand })
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(
+            response.status(),
+            200,
+            "PUT {sku}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        response.json().await.expect("a StockView")
+    }
+
+    /// `PUT /api/v1/inventory/{sku}` with `body`, as it answers; add headers on the builder.
+    pub fn put(&self, sku: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
+        self.client
+            .put(format!("{}/api/v1/inventory/{sku}", self.base))
+            .json(body)
     }
 
     /// `POST /api/v1/inventory/{sku_path}/adjustments` with `delta` from warehouse `w1`;
@@ -199,5 +225,87 @@ impl CustomersClient {
         let response = request.send().await.expect("request sent");
         assert_eq!(response.status(), 200, "list page");
         response.json().await.expect("a CustomerPage")
+    }
+}
+
+/// The orders API of one running service.
+#[derive(Clone)]
+pub struct OrdersClient {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl OrdersClient {
+    /// A client of the service at `base`.
+    pub fn new(client: reqwest::Client, base: &str) -> Self {
+        Self {
+            client,
+            base: base.to_owned(),
+        }
+    }
+
+    /// `POST /api/v1/orders` with `body` (any JSON); add headers on the returned builder.
+    pub fn post(&self, body: &impl Serialize) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/api/v1/orders", self.base))
+            .json(body)
+    }
+
+    /// Places an order of `lines` (sku, quantity, unit price) for `customer`; panics unless
+    /// 202.
+    pub async fn place(&self, customer: &str, lines: &[(&str, i64, i64)]) -> OrderView {
+        let items: Vec<_> = lines
+            .iter()
+            .map(|(sku, quantity, price)| {
+                serde_json::json!({"sku": sku, "quantity": quantity, "unit_price_cents": price})
+            })
+            .collect();
+        let body = serde_json::json!({"customer_id": customer, "items": items});
+        let response = self.post(&body).send().await.expect("request sent");
+        assert_eq!(
+            response.status(),
+            202,
+            "place {body}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        response.json().await.expect("an OrderView")
+    }
+
+    /// `GET /api/v1/orders/{id_path}` as it answers.
+    pub async fn get(&self, id_path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/api/v1/orders/{id_path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The order `id`; panics unless 200.
+    pub async fn order(&self, id: &str) -> OrderView {
+        let response = self.get(id).await;
+        assert_eq!(response.status(), 200, "GET order {id}");
+        response.json().await.expect("an OrderView")
+    }
+
+    /// `POST /api/v1/orders/{id}/cancel` as it answers.
+    pub async fn cancel(&self, id: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/orders/{id}/cancel", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// One page of the list endpoint with `query` pairs; panics unless 200.
+    pub async fn page(&self, query: &[(&str, &str)]) -> OrderPage {
+        let response = self
+            .client
+            .get(format!("{}/api/v1/orders", self.base))
+            .query(query)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 200, "list orders {query:?}");
+        response.json().await.expect("an OrderPage")
     }
 }

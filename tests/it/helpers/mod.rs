@@ -6,6 +6,7 @@ pub mod database;
 pub mod oracle;
 pub mod proxy;
 pub mod redis_server;
+pub mod shop;
 pub mod streams;
 
 use std::collections::HashMap;
@@ -104,6 +105,11 @@ impl TestApp {
     /// The typed client of the customers API.
     pub fn customers(&self) -> client::CustomersClient {
         client::CustomersClient::new(self.client.clone(), &self.address)
+    }
+
+    /// The typed client of the orders API.
+    pub fn orders(&self) -> client::OrdersClient {
+        client::OrdersClient::new(self.client.clone(), &self.address)
     }
 
     /// GET `path`.

@@ -1,0 +1,163 @@
+//! The reference shop under test: the app with the shop's domains, and the one oracle for its
+//! invariants (money and stock conserved, every order settled, nothing both confirmed and
+//! released), checked through the REST API after every scenario.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use troupe::domains::orders::OrderStatus;
+use troupe::http::orders::OrderView;
+use troupe::settings::Settings;
+
+use super::{AppOptions, Isolation, TestApp, eventually, spawn_app_on};
+
+/// Every domain of the shop.
+pub const SHOP: &[&str] = &[
+    "inventory",
+    "customers",
+    "payments",
+    "reservations",
+    "orders",
+];
+
+/// Spawns the app running `domains`, after `configure` adjusts the settings.
+pub async fn spawn_shop(domains: &[&str], configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut isolation = Isolation::new().await;
+    isolation.settings.domains.enabled = domains.iter().map(|&d| d.to_owned()).collect();
+    configure(&mut isolation.settings);
+    spawn_app_on(isolation, AppOptions::default()).await
+}
+
+/// What a scenario did, for the oracle: customers with their credit, SKUs with their
+/// initial stock, and the orders placed.
+#[derive(Default)]
+pub struct Ledger {
+    /// Customer id → opening credit.
+    pub customers: BTreeMap<String, i64>,
+    /// SKU → on_hand set at the start.
+    pub stock: BTreeMap<String, i64>,
+    /// Order ids placed.
+    pub orders: BTreeSet<String>,
+}
+
+impl Ledger {
+    /// Registers a customer with `credit` and waits for the wallet.
+    pub async fn customer(&mut self, app: &TestApp, name: &str, credit: i64) -> String {
+        let customer = app.customers().register(name, credit).await;
+        let customers = app.customers();
+        eventually(Duration::from_secs(10), "the wallet opens", || async {
+            customers.wallet(&customer.id).await.is_some()
+        })
+        .await;
+        self.customers.insert(customer.id.clone(), credit);
+        customer.id
+    }
+
+    /// Sets `sku`'s stock.
+    pub async fn stock(&mut self, app: &TestApp, sku: &str, on_hand: i64) {
+        app.inventory().set(sku, on_hand).await;
+        self.stock.insert(sku.to_owned(), on_hand);
+    }
+
+    /// Places an order and records it.
+    pub async fn order(
+        &mut self,
+        app: &TestApp,
+        customer: &str,
+        lines: &[(&str, i64, i64)],
+    ) -> OrderView {
+        let order = app.orders().place(customer, lines).await;
+        self.orders.insert(order.id.clone());
+        order
+    }
+
+    /// Waits until every order is settled (not pending), then returns them.
+    pub async fn settled(&self, app: &TestApp, within: Duration) -> Vec<OrderView> {
+        let orders = app.orders();
+        let mut settled = Vec::with_capacity(self.orders.len());
+        for id in &self.orders {
+            let last = RefCell::new(None);
+            eventually(within, &format!("order {id} settles"), || async {
+                let order = orders.order(id).await;
+                let done = order.status != OrderStatus::Pending;
+                *last.borrow_mut() = Some(order);
+                done
+            })
+            .await;
+            settled.push(last.into_inner().expect("read at least once"));
+        }
+        settled
+    }
+
+    /// Checks every invariant of the shop once the saga is at rest: each order settled; per
+    /// customer, credit = balance + captured − refunded, and captured − refunded is the
+    /// total of the orders that stayed confirmed; per SKU, on_hand = initial − sold, with
+    /// nothing left reserved and available never negative. Waits for the compensations still
+    /// in flight (a refund, a release) to land.
+    pub async fn assert_invariants(&self, app: &TestApp, within: Duration) -> Vec<OrderView> {
+        let settled = self.settled(app, within).await;
+        let kept: Vec<&OrderView> = settled
+            .iter()
+            .filter(|o| o.status == OrderStatus::Confirmed)
+            .collect();
+        for order in &settled {
+            let statuses: Vec<OrderStatus> = order.timeline.iter().map(|c| c.status).collect();
+            assert!(
+                statuses.len() >= 2 && statuses[0] == OrderStatus::Pending,
+                "order {} timeline {statuses:?}",
+                order.id
+            );
+            assert!(
+                !(statuses.contains(&OrderStatus::Rejected)
+                    && statuses.contains(&OrderStatus::Confirmed)),
+                "order {} both confirmed and rejected: {statuses:?}",
+                order.id
+            );
+        }
+        let customers = app.customers();
+        for (customer, credit) in &self.customers {
+            let spent: i64 = kept
+                .iter()
+                .filter(|o| &o.customer_id == customer)
+                .map(|o| o.total_cents)
+                .sum();
+            let seen = RefCell::new(None);
+            eventually(within, &format!("wallet {customer} at rest"), || async {
+                let wallet = customers.wallet(customer).await.expect("wallet");
+                let ok = wallet.captured_cents - wallet.refunded_cents == spent;
+                *seen.borrow_mut() = Some(wallet);
+                ok
+            })
+            .await;
+            let wallet = seen.into_inner().expect("read");
+            assert_eq!(
+                *credit,
+                wallet.balance_cents + wallet.captured_cents - wallet.refunded_cents,
+                "money conserved for {customer}"
+            );
+            assert_eq!(wallet.credit_cents, *credit);
+            assert!(wallet.balance_cents >= 0);
+        }
+        let inventory = app.inventory();
+        for (sku, initial) in &self.stock {
+            let sold: i64 = kept
+                .iter()
+                .flat_map(|o| o.items.iter())
+                .filter(|line| &line.sku == sku)
+                .map(|line| line.quantity)
+                .sum();
+            let seen = RefCell::new(None);
+            eventually(within, &format!("stock of {sku} at rest"), || async {
+                let stock = inventory.stock(sku).await.expect("stock");
+                let ok = stock.reserved == 0 && stock.on_hand == initial - sold;
+                *seen.borrow_mut() = Some(stock);
+                ok
+            })
+            .await;
+            let stock = seen.into_inner().expect("read");
+            assert!(stock.available >= 0, "{sku} oversold: {stock:?}");
+        }
+        settled
+    }
+}

@@ -1,0 +1,217 @@
+//! The reference shop end to end through its REST API, on real Redis and Postgres: each saga
+//! outcome, and the shop's invariants after every scenario (helpers/shop.rs).
+
+use std::time::Duration;
+
+use serde_json::json;
+use troupe::domains::orders::{OrderStatus, RejectReason};
+
+use crate::helpers::shop::{Ledger, SHOP, spawn_shop};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+#[actix_web::test]
+async fn an_order_with_stock_and_funds_is_confirmed() {
+    let app = spawn_shop(SHOP, |_| {}).await;
+    let mut ledger = Ledger::default();
+    let alice = ledger.customer(&app, "Alice", 10_000).await;
+    ledger.stock(&app, "A-1", 10).await;
+    ledger.stock(&app, "B-1", 5).await;
+    let placed = ledger
+        .order(&app, &alice, &[("A-1", 2, 1_500), ("B-1", 1, 1_000)])
+        .await;
+    assert_eq!(placed.status, OrderStatus::Pending);
+    assert_eq!(placed.total_cents, 4_000);
+    let settled = ledger.assert_invariants(&app, SETTLE).await;
+    let order = &settled[0];
+    assert_eq!(order.status, OrderStatus::Confirmed, "{order:?}");
+    let wallet = app.customers().wallet(&alice).await.unwrap();
+    assert_eq!(wallet.balance_cents, 6_000);
+    let stock = app.inventory().stock("A-1").await.unwrap();
+    assert_eq!((stock.on_hand, stock.reserved), (8, 0));
+}
+
+#[actix_web::test]
+async fn a_short_line_rejects_the_whole_order_and_releases_the_rest() {
+    let app = spawn_shop(SHOP, |_| {}).await;
+    let mut ledger = Ledger::default();
+    let bob = ledger.customer(&app, "Bob", 100_000).await;
+    ledger.stock(&app, "A-2", 10).await;
+    ledger.stock(&app, "B-2", 1).await;
+    ledger
+        .order(&app, &bob, &[("A-2", 3, 100), ("B-2", 2, 100)])
+        .await;
+    let settled = ledger.assert_invariants(&app, SETTLE).await;
+    let order = &settled[0];
+    assert_eq!(
+        (order.status, order.reason),
+        (OrderStatus::Rejected, Some(RejectReason::OutOfStock))
+    );
+    assert_eq!(order.short_skus, ["B-2"]);
+    assert_eq!(
+        app.customers().wallet(&bob).await.unwrap().balance_cents,
+        100_000
+    );
+}
+
+#[actix_web::test]
+async fn a_declined_payment_releases_the_stock() {
+    let app = spawn_shop(SHOP, |_| {}).await;
+    let mut ledger = Ledger::default();
+    let carol = ledger.customer(&app, "Carol", 500).await;
+    ledger.stock(&app, "A-3", 4).await;
+    ledger.order(&app, &carol, &[("A-3", 2, 300)]).await;
+    let settled = ledger.assert_invariants(&app, SETTLE).await;
+    assert_eq!(
+        (settled[0].status, settled[0].reason),
+        (OrderStatus::Rejected, Some(RejectReason::PaymentDeclined))
+    );
+    let stock = app.inventory().stock("A-3").await.unwrap();
+    assert_eq!((stock.on_hand, stock.reserved), (4, 0));
+}
+
+#[actix_web::test]
+async fn a_cancelled_confirmed_order_is_refunded_and_restocked() {
+    let app = spawn_shop(SHOP, |_| {}).await;
+    let mut ledger = Ledger::default();
+    let dave = ledger.customer(&app, "Dave", 1_000).await;
+    ledger.stock(&app, "A-4", 3).await;
+    let placed = ledger.order(&app, &dave, &[("A-4", 3, 200)]).await;
+    let settled = ledger.settled(&app, SETTLE).await;
+    assert_eq!(settled[0].status, OrderStatus::Confirmed);
+    let cancelled = app.orders().cancel(&placed.id).await;
+    assert_eq!(cancelled.status(), 200);
+    let again = app.orders().cancel(&placed.id).await;
+    assert_eq!(again.status(), 409);
+    let settled = ledger.assert_invariants(&app, SETTLE).await;
+    let statuses: Vec<_> = settled[0].timeline.iter().map(|c| c.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            OrderStatus::Pending,
+            OrderStatus::Confirmed,
+            OrderStatus::Cancelled
+        ]
+    );
+    assert_eq!(
+        app.customers().wallet(&dave).await.unwrap().balance_cents,
+        1_000
+    );
+    assert_eq!(app.inventory().stock("A-4").await.unwrap().on_hand, 3);
+}
+
+/// Payments is not running, so nothing settles the order: its durable timer rejects it and
+/// the stock it held comes back.
+#[actix_web::test]
+async fn an_order_nothing_settles_times_out_and_releases_its_stock() {
+    let app = spawn_shop(&["inventory", "customers", "reservations", "orders"], |s| {
+        s.domains
+            .sections
+            .insert("orders".into(), json!({"order_timeout_seconds": 2}));
+    })
+    .await;
+    let customer = app.customers().register("Erin", 1_000).await;
+    app.inventory().set("A-5", 2).await;
+    let placed = app.orders().place(&customer.id, &[("A-5", 2, 10)]).await;
+    let inventory = app.inventory();
+    crate::helpers::eventually(SETTLE, "the stock is held", || async {
+        inventory.stock("A-5").await.unwrap().reserved == 2
+    })
+    .await;
+    let orders = app.orders();
+    crate::helpers::eventually(SETTLE, "the order times out", || async {
+        orders.order(&placed.id).await.status == OrderStatus::Rejected
+    })
+    .await;
+    let order = orders.order(&placed.id).await;
+    assert_eq!(order.reason, Some(RejectReason::TimedOut));
+    crate::helpers::eventually(SETTLE, "the hold is released", || async {
+        inventory.stock("A-5").await.unwrap().reserved == 0
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn a_retried_order_is_placed_once() {
+    let app = spawn_shop(SHOP, |_| {}).await;
+    let mut ledger = Ledger::default();
+    let frank = ledger.customer(&app, "Frank", 1_000).await;
+    ledger.stock(&app, "A-6", 10).await;
+    let body = json!({"customer_id": frank, "items": [{"sku": "A-6", "quantity": 1, "unit_price_cents": 100}]});
+    let orders = app.orders();
+    let first = orders
+        .post(&body)
+        .header("Idempotency-Key", "cart-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 202);
+    let first: troupe::http::orders::OrderView = first.json().await.unwrap();
+    let retry = orders
+        .post(&body)
+        .header("Idempotency-Key", "cart-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 202);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: troupe::http::orders::OrderView = retry.json().await.unwrap();
+    assert_eq!(retry.id, first.id);
+    ledger.orders.insert(first.id.clone());
+    ledger.assert_invariants(&app, SETTLE).await;
+    let page = orders.page(&[("customer_id", frank.as_str())]).await;
+    assert_eq!(page.items.len(), 1, "one order, not two");
+    assert_eq!(app.inventory().stock("A-6").await.unwrap().on_hand, 9);
+}
+
+#[actix_web::test]
+async fn a_stock_count_checks_its_read_and_never_goes_below_what_is_held() {
+    let app = spawn_shop(
+        &["inventory", "customers", "reservations", "orders"],
+        |_| {},
+    )
+    .await;
+    let inventory = app.inventory();
+    let counted = inventory.set("C-1", 5).await;
+    let stale = inventory
+        .put("C-1", &json!({"on_hand": 9}))
+        .header("If-Match", format!("\"{}\"", counted.version - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let fresh = inventory
+        .put("C-1", &json!({"on_hand": 9}))
+        .header("If-Match", format!("\"{}\"", counted.version))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+    // Without payments the order stays pending, holding its 4 units.
+    let customer = app.customers().register("Gina", 1_000).await;
+    app.orders().place(&customer.id, &[("C-1", 4, 1)]).await;
+    crate::helpers::eventually(SETTLE, "the stock is held", || async {
+        inventory.stock("C-1").await.unwrap().reserved == 4
+    })
+    .await;
+    let below = inventory
+        .put("C-1", &json!({"on_hand": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(below.status(), 409);
+    assert_eq!(
+        below.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "below_reserved"
+    );
+    for bad in [
+        json!({"on_hand": -1}),
+        json!({"on_hand": "4"}),
+        json!({}),
+        json!({"on_hand": 1, "x": 1}),
+    ] {
+        let response = inventory.put("C-1", &bad).send().await.unwrap();
+        assert_eq!(response.status(), 422, "{bad}");
+    }
+    assert_eq!(inventory.stock("C-1").await.unwrap().on_hand, 9);
+}
