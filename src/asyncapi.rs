@@ -161,12 +161,18 @@ pub fn document(domains: &[DomainEvents], version: &str) -> Value {
                 .or_insert_with(|| schema.clone());
         }
     }
+    // A stream another domain writes carries the writer's types only: a consumer reads those
+    // of them its enum declares (it skips the rest), and adds none of its own to the channel.
+    let written: std::collections::BTreeSet<String> = channels.keys().cloned().collect();
     for d in domains {
         let variants = d.input_schema.variants();
         for stream in &d.inputs {
             let messages = channels.entry(stream.clone()).or_default();
             let mut refs = Vec::new();
             for (event_type, data) in &variants {
+                if written.contains(stream) && !messages.contains_key(event_type) {
+                    continue;
+                }
                 let summary = format!("Consumed by {}", d.domain);
                 messages
                     .entry(event_type.clone())

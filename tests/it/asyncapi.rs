@@ -90,6 +90,28 @@ async fn the_catalogue_is_valid_asyncapi_and_lists_every_declared_event_type() {
             vec!["carts.input"],
             "carts.events",
         ),
+        // The shop's domains read each other's output streams, which carry the writer's
+        // types only.
+        (
+            EventCatalogue::of::<troupe::domains::customers::Customers>().unwrap(),
+            vec![],
+            "customers.events",
+        ),
+        (
+            EventCatalogue::of::<troupe::domains::payments::Payments>().unwrap(),
+            vec![],
+            "payments.events",
+        ),
+        (
+            EventCatalogue::of::<troupe::domains::orders::Orders>().unwrap(),
+            vec![],
+            "orders.events",
+        ),
+        (
+            EventCatalogue::of::<troupe::domains::reservations::Reservations>().unwrap(),
+            vec![],
+            "reservations.events",
+        ),
     ] {
         for stream in inputs {
             let mut listed = message_types(&doc, stream);
@@ -116,6 +138,16 @@ async fn the_catalogue_is_valid_asyncapi_and_lists_every_declared_event_type() {
     let schema = &doc["components"]["schemas"]["StockAdjustment"];
     assert!(schema["properties"]["delta"].is_object(), "{schema}");
     assert!(schema["properties"]["warehouse"].is_object(), "{schema}");
+    // Payments reads two of the orders' types; it adds none of its own to their stream.
+    let receive = &doc["operations"]["payments.receive.orders.events"]["messages"];
+    let mut read: Vec<&str> = receive
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["$ref"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    read.sort();
+    assert_eq!(read, ["order.cancelled", "order.rejected"]);
     assert!(doc["operations"]["inventory.send"].is_object());
     assert!(doc["operations"]["carts.receive.carts.input"].is_object());
 }
