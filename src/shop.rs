@@ -2,6 +2,7 @@
 
 use crate::domains::customers::Customers;
 use crate::domains::inventory::Inventory;
+use crate::domains::notifications::Notifications;
 use crate::domains::orders::Orders;
 use crate::domains::payments::Payments;
 use crate::domains::reservations::Reservations;
@@ -16,4 +17,5 @@ pub fn registry() -> Registry {
         .serve(Payments, http::payments::Routes)
         .domain(Reservations)
         .serve_configured::<Orders>(http::orders::Routes)
+        .serve(Notifications, http::notifications::Routes)
 }

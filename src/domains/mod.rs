@@ -3,6 +3,7 @@
 
 pub mod customers;
 pub mod inventory;
+pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod reservations;

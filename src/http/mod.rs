@@ -10,6 +10,7 @@ pub mod health;
 pub mod idempotency;
 pub mod inventory;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod orders;
 pub mod payments;

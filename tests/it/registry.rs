@@ -245,13 +245,9 @@ async fn unknown_and_twice_registered_names_are_refused() {
     let refused = Application::build(iso.settings.clone(), troupe::shop::registry()).await;
     match refused {
         Err(StartupError::Domains(RegistryError::Unknown { name, known })) => {
-            assert_eq!(
-                (name.as_str(), known.as_str()),
-                (
-                    "counter",
-                    "inventory, customers, payments, reservations, orders"
-                )
-            );
+            assert_eq!(name, "counter");
+            assert_eq!(known, troupe::shop::registry().names().join(", "));
+            assert!(known.starts_with("inventory, customers"), "{known}");
         }
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("an unknown domain started"),

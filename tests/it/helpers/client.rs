@@ -5,6 +5,7 @@
 use serde::Serialize;
 use troupe::http::customers::{CustomerPage, CustomerView, NewCustomerRequest};
 use troupe::http::inventory::{AdjustmentRequest, StockCountRequest, StockPage, StockView};
+use troupe::http::notifications::NotificationPage;
 use troupe::http::orders::{OrderPage, OrderView};
 use troupe::http::payments::WalletView;
 
@@ -211,6 +212,25 @@ impl CustomersClient {
                 response.text().await.unwrap_or_default()
             ),
         }
+    }
+
+    /// A page of the customer's notifications, newest first; panics unless 200.
+    pub async fn notifications(
+        &self,
+        id: &str,
+        limit: usize,
+        before: Option<u64>,
+    ) -> NotificationPage {
+        let mut request = self
+            .client
+            .get(format!("{}/api/v1/customers/{id}/notifications", self.base))
+            .query(&[("limit", limit)]);
+        if let Some(before) = before {
+            request = request.query(&[("before", before)]);
+        }
+        let response = request.send().await.expect("request sent");
+        assert_eq!(response.status(), 200, "notifications of {id}");
+        response.json().await.expect("a NotificationPage")
     }
 
     /// One page of the list endpoint; panics unless it answers 200.

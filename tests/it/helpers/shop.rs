@@ -19,6 +19,7 @@ pub const SHOP: &[&str] = &[
     "payments",
     "reservations",
     "orders",
+    "notifications",
 ];
 
 /// Spawns the app running `domains`, after `configure` adjusts the settings.
@@ -138,6 +139,43 @@ impl Ledger {
             );
             assert_eq!(wallet.credit_cents, *credit);
             assert!(wallet.balance_cents >= 0);
+        }
+        // One notification per status change of each order, no more, no fewer.
+        for customer in self.customers.keys() {
+            let theirs: Vec<&OrderView> = settled
+                .iter()
+                .filter(|o| &o.customer_id == customer)
+                .collect();
+            let expected: usize = theirs.iter().map(|o| o.timeline.len()).sum();
+            let seen = RefCell::new(Vec::new());
+            eventually(within, &format!("notifications of {customer}"), || async {
+                let page = customers.notifications(customer, 200, None).await;
+                let changes: Vec<_> = page
+                    .items
+                    .into_iter()
+                    .filter(|n| n.kind.is_status_change())
+                    .collect();
+                let done = changes.len() >= expected;
+                *seen.borrow_mut() = changes;
+                done
+            })
+            .await;
+            let seen = seen.into_inner();
+            for order in theirs {
+                let count = seen.iter().filter(|n| n.order_id == order.id).count();
+                assert_eq!(
+                    count,
+                    order.timeline.len(),
+                    "notifications of order {} ({:?})",
+                    order.id,
+                    order.status
+                );
+            }
+            assert_eq!(
+                seen.len(),
+                expected,
+                "no notification without its status change"
+            );
         }
         let inventory = app.inventory();
         for (sku, initial) in &self.stock {
