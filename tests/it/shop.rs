@@ -215,3 +215,44 @@ async fn a_stock_count_checks_its_read_and_never_goes_below_what_is_held() {
     }
     assert_eq!(inventory.stock("C-1").await.unwrap().on_hand, 9);
 }
+
+/// 500 orders of one unit race for the 100 units of one SKU, from 25 customers at once:
+/// exactly 100 are confirmed, the rest are short, and nothing is oversold at any point.
+#[actix_web::test]
+async fn five_hundred_orders_racing_for_a_hundred_units_sell_exactly_a_hundred() {
+    use futures_util::StreamExt;
+    let app = spawn_shop(SHOP, |_| {}).await;
+    let mut ledger = Ledger::default();
+    let mut customers = Vec::new();
+    // 20 orders each: every customer's notifications fit in what an inbox keeps.
+    for n in 0..25 {
+        customers.push(ledger.customer(&app, &format!("R{n}"), 1_000_000).await);
+    }
+    ledger.stock(&app, "HOT", 100).await;
+    let orders = app.orders();
+    let placed: Vec<String> = futures_util::stream::iter(0..500)
+        .map(|n| {
+            let orders = orders.clone();
+            let customer = customers[n % customers.len()].clone();
+            async move { orders.place(&customer, &[("HOT", 1, 250)]).await.id }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    ledger.orders.extend(placed);
+    assert_eq!(ledger.orders.len(), 500);
+    let settled = ledger
+        .assert_invariants(&app, Duration::from_secs(60))
+        .await;
+    let confirmed = settled
+        .iter()
+        .filter(|o| o.status == OrderStatus::Confirmed)
+        .count();
+    let short = settled
+        .iter()
+        .filter(|o| o.reason == Some(RejectReason::OutOfStock))
+        .count();
+    assert_eq!((confirmed, short), (100, 400));
+    let stock = app.inventory().stock("HOT").await.unwrap();
+    assert_eq!((stock.on_hand, stock.reserved, stock.available), (0, 0, 0));
+}
