@@ -13,16 +13,17 @@ const SETTLE: Duration = Duration::from_secs(20);
 #[actix_web::test]
 async fn an_order_with_stock_and_funds_is_confirmed() {
     let app = spawn_shop(SHOP, |_| {}).await;
+    let shop = app.shop();
     let mut ledger = Ledger::default();
-    let alice = ledger.customer(&app, "Alice", 10_000).await;
-    ledger.stock(&app, "A-1", 10).await;
-    ledger.stock(&app, "B-1", 5).await;
+    let alice = ledger.customer(&shop, "Alice", 10_000).await;
+    ledger.stock(&shop, "A-1", 10).await;
+    ledger.stock(&shop, "B-1", 5).await;
     let placed = ledger
-        .order(&app, &alice, &[("A-1", 2, 1_500), ("B-1", 1, 1_000)])
+        .order(&shop, &alice, &[("A-1", 2, 1_500), ("B-1", 1, 1_000)])
         .await;
     assert_eq!(placed.status, OrderStatus::Pending);
     assert_eq!(placed.total_cents, 4_000);
-    let settled = ledger.assert_invariants(&app, SETTLE).await;
+    let settled = ledger.assert_invariants(&shop, SETTLE).await;
     let order = &settled[0];
     assert_eq!(order.status, OrderStatus::Confirmed, "{order:?}");
     let wallet = app.customers().wallet(&alice).await.unwrap();
@@ -34,14 +35,15 @@ async fn an_order_with_stock_and_funds_is_confirmed() {
 #[actix_web::test]
 async fn a_short_line_rejects_the_whole_order_and_releases_the_rest() {
     let app = spawn_shop(SHOP, |_| {}).await;
+    let shop = app.shop();
     let mut ledger = Ledger::default();
-    let bob = ledger.customer(&app, "Bob", 100_000).await;
-    ledger.stock(&app, "A-2", 10).await;
-    ledger.stock(&app, "B-2", 1).await;
+    let bob = ledger.customer(&shop, "Bob", 100_000).await;
+    ledger.stock(&shop, "A-2", 10).await;
+    ledger.stock(&shop, "B-2", 1).await;
     ledger
-        .order(&app, &bob, &[("A-2", 3, 100), ("B-2", 2, 100)])
+        .order(&shop, &bob, &[("A-2", 3, 100), ("B-2", 2, 100)])
         .await;
-    let settled = ledger.assert_invariants(&app, SETTLE).await;
+    let settled = ledger.assert_invariants(&shop, SETTLE).await;
     let order = &settled[0];
     assert_eq!(
         (order.status, order.reason),
@@ -57,11 +59,12 @@ async fn a_short_line_rejects_the_whole_order_and_releases_the_rest() {
 #[actix_web::test]
 async fn a_declined_payment_releases_the_stock() {
     let app = spawn_shop(SHOP, |_| {}).await;
+    let shop = app.shop();
     let mut ledger = Ledger::default();
-    let carol = ledger.customer(&app, "Carol", 500).await;
-    ledger.stock(&app, "A-3", 4).await;
-    ledger.order(&app, &carol, &[("A-3", 2, 300)]).await;
-    let settled = ledger.assert_invariants(&app, SETTLE).await;
+    let carol = ledger.customer(&shop, "Carol", 500).await;
+    ledger.stock(&shop, "A-3", 4).await;
+    ledger.order(&shop, &carol, &[("A-3", 2, 300)]).await;
+    let settled = ledger.assert_invariants(&shop, SETTLE).await;
     assert_eq!(
         (settled[0].status, settled[0].reason),
         (OrderStatus::Rejected, Some(RejectReason::PaymentDeclined))
@@ -73,17 +76,18 @@ async fn a_declined_payment_releases_the_stock() {
 #[actix_web::test]
 async fn a_cancelled_confirmed_order_is_refunded_and_restocked() {
     let app = spawn_shop(SHOP, |_| {}).await;
+    let shop = app.shop();
     let mut ledger = Ledger::default();
-    let dave = ledger.customer(&app, "Dave", 1_000).await;
-    ledger.stock(&app, "A-4", 3).await;
-    let placed = ledger.order(&app, &dave, &[("A-4", 3, 200)]).await;
-    let settled = ledger.settled(&app, SETTLE).await;
+    let dave = ledger.customer(&shop, "Dave", 1_000).await;
+    ledger.stock(&shop, "A-4", 3).await;
+    let placed = ledger.order(&shop, &dave, &[("A-4", 3, 200)]).await;
+    let settled = ledger.settled(&shop, SETTLE).await;
     assert_eq!(settled[0].status, OrderStatus::Confirmed);
     let cancelled = app.orders().cancel(&placed.id).await;
     assert_eq!(cancelled.status(), 200);
     let again = app.orders().cancel(&placed.id).await;
     assert_eq!(again.status(), 409);
-    let settled = ledger.assert_invariants(&app, SETTLE).await;
+    let settled = ledger.assert_invariants(&shop, SETTLE).await;
     let statuses: Vec<_> = settled[0].timeline.iter().map(|c| c.status).collect();
     assert_eq!(
         statuses,
@@ -134,9 +138,10 @@ async fn an_order_nothing_settles_times_out_and_releases_its_stock() {
 #[actix_web::test]
 async fn a_retried_order_is_placed_once() {
     let app = spawn_shop(SHOP, |_| {}).await;
+    let shop = app.shop();
     let mut ledger = Ledger::default();
-    let frank = ledger.customer(&app, "Frank", 1_000).await;
-    ledger.stock(&app, "A-6", 10).await;
+    let frank = ledger.customer(&shop, "Frank", 1_000).await;
+    ledger.stock(&shop, "A-6", 10).await;
     let body = json!({"customer_id": frank, "items": [{"sku": "A-6", "quantity": 1, "unit_price_cents": 100}]});
     let orders = app.orders();
     let first = orders
@@ -158,7 +163,7 @@ async fn a_retried_order_is_placed_once() {
     let retry: troupe::http::orders::OrderView = retry.json().await.unwrap();
     assert_eq!(retry.id, first.id);
     ledger.orders.insert(first.id.clone());
-    ledger.assert_invariants(&app, SETTLE).await;
+    ledger.assert_invariants(&shop, SETTLE).await;
     let page = orders.page(&[("customer_id", frank.as_str())]).await;
     assert_eq!(page.items.len(), 1, "one order, not two");
     assert_eq!(app.inventory().stock("A-6").await.unwrap().on_hand, 9);
@@ -222,13 +227,14 @@ async fn a_stock_count_checks_its_read_and_never_goes_below_what_is_held() {
 async fn five_hundred_orders_racing_for_a_hundred_units_sell_exactly_a_hundred() {
     use futures_util::StreamExt;
     let app = spawn_shop(SHOP, |_| {}).await;
+    let shop = app.shop();
     let mut ledger = Ledger::default();
     let mut customers = Vec::new();
     // 20 orders each: every customer's notifications fit in what an inbox keeps.
     for n in 0..25 {
-        customers.push(ledger.customer(&app, &format!("R{n}"), 1_000_000).await);
+        customers.push(ledger.customer(&shop, &format!("R{n}"), 1_000_000).await);
     }
-    ledger.stock(&app, "HOT", 100).await;
+    ledger.stock(&shop, "HOT", 100).await;
     let orders = app.orders();
     let placed: Vec<String> = futures_util::stream::iter(0..500)
         .map(|n| {
@@ -242,7 +248,7 @@ async fn five_hundred_orders_racing_for_a_hundred_units_sell_exactly_a_hundred()
     ledger.orders.extend(placed);
     assert_eq!(ledger.orders.len(), 500);
     let settled = ledger
-        .assert_invariants(&app, Duration::from_secs(60))
+        .assert_invariants(&shop, Duration::from_secs(60))
         .await;
     let confirmed = settled
         .iter()
@@ -255,4 +261,115 @@ async fn five_hundred_orders_racing_for_a_hundred_units_sell_exactly_a_hundred()
     assert_eq!((confirmed, short), (100, 400));
     let stock = app.inventory().stock("HOT").await.unwrap();
     assert_eq!((stock.on_hand, stock.reserved, stock.available), (0, 0, 0));
+}
+
+/// The whole saga while the real process is killed with SIGKILL at random moments and
+/// restarted: orders are placed throughout, each retried with its Idempotency-Key until it is
+/// accepted (as a client would), and once the process stays up every order settles and every
+/// invariant holds.
+#[actix_web::test]
+async fn the_saga_survives_kill_9_at_random_moments() {
+    use crate::helpers::Isolation;
+    use crate::helpers::child::ChildService;
+    use crate::helpers::shop::ShopClient;
+    use rand::Rng;
+
+    let isolation = Isolation::new().await;
+    let enabled = SHOP.join(",");
+    let env = [("TROUPE__DOMAINS__ENABLED", enabled.as_str())];
+    let port = ChildService::free_port();
+    let mut child = ChildService::serving_on(&isolation, port, &env).await;
+    let shop = ShopClient::at(child.address.as_deref().unwrap());
+    let mut ledger = Ledger::default();
+    let mut customers = Vec::new();
+    for (n, credit) in [100_000, 100_000, 100_000, 100_000, 900, 900]
+        .into_iter()
+        .enumerate()
+    {
+        customers.push(ledger.customer(&shop, &format!("K{n}"), credit).await);
+    }
+    ledger.stock(&shop, "K-A", 40).await;
+    ledger.stock(&shop, "K-B", 40).await;
+    ledger.stock(&shop, "K-C", 6).await;
+
+    const ORDERS: usize = 150;
+    let interrupted = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let placing = {
+        let orders = shop.orders.clone();
+        let customers = customers.clone();
+        let interrupted = interrupted.clone();
+        actix_web::rt::spawn(async move {
+            use futures_util::StreamExt;
+            futures_util::stream::iter(0..ORDERS)
+                .map(|n| {
+                    let orders = orders.clone();
+                    let customer = customers[n % customers.len()].clone();
+                    let interrupted = interrupted.clone();
+                    async move {
+                        // Paced, so that placing outlasts the first kill.
+                        tokio::time::sleep(Duration::from_millis(40 * (n / 6) as u64)).await;
+                        let lines = match n % 3 {
+                            0 => json!([{"sku": "K-A", "quantity": 1, "unit_price_cents": 500}]),
+                            1 => json!([{"sku": "K-A", "quantity": 1, "unit_price_cents": 300},
+                                        {"sku": "K-B", "quantity": 2, "unit_price_cents": 200}]),
+                            _ => json!([{"sku": "K-C", "quantity": 1, "unit_price_cents": 100},
+                                        {"sku": "K-B", "quantity": 1, "unit_price_cents": 100}]),
+                        };
+                        let body = json!({"customer_id": customer, "items": lines});
+                        let key = format!("kill-order-{n}");
+                        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+                        loop {
+                            let sent = orders
+                                .post(&body)
+                                .header("Idempotency-Key", &key)
+                                .send()
+                                .await;
+                            match sent {
+                                Ok(r) if r.status() == 202 => {
+                                    let order: troupe::http::orders::OrderView =
+                                        r.json().await.unwrap();
+                                    return order.id;
+                                }
+                                Ok(r) => assert!(
+                                    r.status().is_server_error(),
+                                    "order {n}: {} {}",
+                                    r.status(),
+                                    r.text().await.unwrap_or_default()
+                                ),
+                                Err(_) => {} // the process is down
+                            }
+                            interrupted.set(interrupted.get() + 1);
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "order {n} never accepted"
+                            );
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                })
+                .buffer_unordered(6)
+                .collect::<Vec<String>>()
+                .await
+        })
+    };
+    for round in 0..3 {
+        // The first kill lands while orders are still being placed, the others anywhere.
+        let pause = match round {
+            0 => rand::rng().random_range(100..400),
+            _ => rand::rng().random_range(300..1500),
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        child.kill().await;
+        child = ChildService::serving_on(&isolation, port, &env).await;
+    }
+    let placed = placing.await.unwrap();
+    assert!(interrupted.get() > 0, "a kill interrupted the placing");
+    ledger.orders.extend(placed);
+    assert_eq!(ledger.orders.len(), ORDERS, "one order per idempotency key");
+    let settled = ledger
+        .assert_invariants(&shop, Duration::from_secs(90))
+        .await;
+    assert!(settled.iter().any(|o| o.status == OrderStatus::Confirmed));
+    assert!(settled.iter().any(|o| o.status == OrderStatus::Rejected));
+    child.kill().await;
 }

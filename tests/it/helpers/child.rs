@@ -85,15 +85,32 @@ impl ChildService {
         .await
     }
 
+    /// Like [`Self::serving`] on `port`: a restarted service keeps its address.
+    pub async fn serving_on(isolation: &Isolation, port: u16, extra: &[(&str, &str)]) -> Self {
+        Self::until_serving_on(port, extra, |env| Self::start(isolation, env)).await
+    }
+
+    /// A port that was free a moment ago.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
     async fn until_serving(
         extra: &[(&str, &str)],
         start: impl FnOnce(&[(&str, &str)]) -> Self,
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-            .to_string();
+        Self::until_serving_on(Self::free_port(), extra, start).await
+    }
+
+    async fn until_serving_on(
+        port: u16,
+        extra: &[(&str, &str)],
+        start: impl FnOnce(&[(&str, &str)]) -> Self,
+    ) -> Self {
+        let port = port.to_string();
         let mut env = extra.to_vec();
         env.push(("TROUPE__HTTP__PORT", port.as_str()));
         let mut service = start(&env);

@@ -10,6 +10,7 @@ use troupe::domains::orders::OrderStatus;
 use troupe::http::orders::OrderView;
 use troupe::settings::Settings;
 
+use super::client::{CustomersClient, InventoryClient, OrdersClient};
 use super::{AppOptions, Isolation, TestApp, eventually, spawn_app_on};
 
 /// Every domain of the shop.
@@ -30,6 +31,36 @@ pub async fn spawn_shop(domains: &[&str], configure: impl FnOnce(&mut Settings))
     spawn_app_on(isolation, AppOptions::default()).await
 }
 
+/// The shop's typed clients, for a service in this process or a child.
+#[derive(Clone)]
+pub struct ShopClient {
+    /// Customers and their wallets and notifications.
+    pub customers: CustomersClient,
+    /// Orders.
+    pub orders: OrdersClient,
+    /// Stock.
+    pub inventory: InventoryClient,
+}
+
+impl ShopClient {
+    /// The clients of the service at `base` (`http://127.0.0.1:<port>`).
+    pub fn at(base: &str) -> Self {
+        let client = reqwest::Client::new();
+        Self {
+            customers: CustomersClient::new(client.clone(), base),
+            orders: OrdersClient::new(client.clone(), base),
+            inventory: InventoryClient::new(client, base),
+        }
+    }
+}
+
+impl TestApp {
+    /// The shop's clients of this app.
+    pub fn shop(&self) -> ShopClient {
+        ShopClient::at(&self.address)
+    }
+}
+
 /// What a scenario did, for the oracle: customers with their credit, SKUs with their
 /// initial stock, and the orders placed.
 #[derive(Default)]
@@ -44,9 +75,9 @@ pub struct Ledger {
 
 impl Ledger {
     /// Registers a customer with `credit` and waits for the wallet.
-    pub async fn customer(&mut self, app: &TestApp, name: &str, credit: i64) -> String {
-        let customer = app.customers().register(name, credit).await;
-        let customers = app.customers();
+    pub async fn customer(&mut self, shop: &ShopClient, name: &str, credit: i64) -> String {
+        let customer = shop.customers.register(name, credit).await;
+        let customers = &shop.customers;
         eventually(Duration::from_secs(10), "the wallet opens", || async {
             customers.wallet(&customer.id).await.is_some()
         })
@@ -56,26 +87,26 @@ impl Ledger {
     }
 
     /// Sets `sku`'s stock.
-    pub async fn stock(&mut self, app: &TestApp, sku: &str, on_hand: i64) {
-        app.inventory().set(sku, on_hand).await;
+    pub async fn stock(&mut self, shop: &ShopClient, sku: &str, on_hand: i64) {
+        shop.inventory.set(sku, on_hand).await;
         self.stock.insert(sku.to_owned(), on_hand);
     }
 
     /// Places an order and records it.
     pub async fn order(
         &mut self,
-        app: &TestApp,
+        shop: &ShopClient,
         customer: &str,
         lines: &[(&str, i64, i64)],
     ) -> OrderView {
-        let order = app.orders().place(customer, lines).await;
+        let order = shop.orders.place(customer, lines).await;
         self.orders.insert(order.id.clone());
         order
     }
 
     /// Waits until every order is settled (not pending), then returns them.
-    pub async fn settled(&self, app: &TestApp, within: Duration) -> Vec<OrderView> {
-        let orders = app.orders();
+    pub async fn settled(&self, shop: &ShopClient, within: Duration) -> Vec<OrderView> {
+        let orders = &shop.orders;
         let mut settled = Vec::with_capacity(self.orders.len());
         for id in &self.orders {
             let last = RefCell::new(None);
@@ -96,8 +127,8 @@ impl Ledger {
     /// total of the orders that stayed confirmed; per SKU, on_hand = initial − sold, with
     /// nothing left reserved and available never negative. Waits for the compensations still
     /// in flight (a refund, a release) to land.
-    pub async fn assert_invariants(&self, app: &TestApp, within: Duration) -> Vec<OrderView> {
-        let settled = self.settled(app, within).await;
+    pub async fn assert_invariants(&self, shop: &ShopClient, within: Duration) -> Vec<OrderView> {
+        let settled = self.settled(shop, within).await;
         let kept: Vec<&OrderView> = settled
             .iter()
             .filter(|o| o.status == OrderStatus::Confirmed)
@@ -116,7 +147,7 @@ impl Ledger {
                 order.id
             );
         }
-        let customers = app.customers();
+        let customers = &shop.customers;
         for (customer, credit) in &self.customers {
             let spent: i64 = kept
                 .iter()
@@ -177,7 +208,7 @@ impl Ledger {
                 "no notification without its status change"
             );
         }
-        let inventory = app.inventory();
+        let inventory = &shop.inventory;
         for (sku, initial) in &self.stock {
             let sold: i64 = kept
                 .iter()
