@@ -35,6 +35,12 @@ pub enum ApiError {
         /// The request path.
         path: String,
     },
+    /// The path exists, but not with this method.
+    #[error("this path takes {}", allow.join(", "))]
+    MethodNotAllowed {
+        /// The methods it takes.
+        allow: Vec<&'static str>,
+    },
     /// The request is malformed (body, query string or path parameter).
     #[error("{message}")]
     BadRequest {
@@ -104,6 +110,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => "not_found",
             ApiError::NoRoute { .. } => "route_not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -157,6 +164,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -175,7 +183,11 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(cause) = self {
             tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
         }
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header((actix_web::http::header::ALLOW, allow.join(", ")));
+        }
+        response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
                 message: self.to_string(),

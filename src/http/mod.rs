@@ -16,6 +16,7 @@ pub mod orders;
 pub mod payments;
 pub mod preconditions;
 pub mod request_telemetry;
+pub mod routes;
 pub mod validation;
 
 pub use error::ApiError;
@@ -49,13 +50,16 @@ pub struct AppState {
 pub struct Documents {
     openapi: utoipa::openapi::OpenApi,
     asyncapi: web::Data<asyncapi::AsyncApiDocument>,
+    routes: web::Data<routes::KnownRoutes>,
 }
 
 impl Documents {
     /// The OpenAPI and AsyncAPI documents of the runtime and `registry`'s domains.
     pub fn new(registry: &Registry) -> Self {
+        let openapi = openapi::document(registry);
         Self {
-            openapi: openapi::document(registry),
+            routes: web::Data::new(routes::KnownRoutes::of(&openapi)),
+            openapi,
             asyncapi: web::Data::new(asyncapi::AsyncApiDocument(registry.asyncapi())),
         }
     }
@@ -83,6 +87,7 @@ pub fn configure(
     .service(dead_letters::replay)
     .service(dead_letters::discard)
     .app_data(documents.asyncapi.clone())
+    .app_data(documents.routes.clone())
     .service(asyncapi::document)
     // Before Swagger UI, whose `/docs/{_:.*}` would take this path too.
     .service(asyncapi::page)
@@ -108,8 +113,9 @@ pub fn domain<D: crate::domain::Domain>(
         })
 }
 
-async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NoRoute {
-        path: req.path().to_owned(),
-    })
+async fn no_route(
+    req: HttpRequest,
+    routes: web::Data<routes::KnownRoutes>,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(routes.unrouted(&req))
 }

@@ -373,3 +373,110 @@ async fn the_saga_survives_kill_9_at_random_moments() {
     assert!(settled.iter().any(|o| o.status == OrderStatus::Rejected));
     child.kill().await;
 }
+
+/// Bad order bodies are 422 naming the field; unknown ids 404, malformed ones 400; a wrong
+/// method on a known path 405 with `Allow`. None is a 5xx.
+#[actix_web::test]
+async fn bad_orders_and_wrong_methods_are_refused_precisely() {
+    let app = spawn_shop(&["customers", "orders"], |_| {}).await;
+    let customer = app.customers().register("Hal", 100).await.id;
+    let line = |sku: &str, quantity: i64, price: i64| json!({"sku": sku, "quantity": quantity, "unit_price_cents": price});
+    let huge_sku = "S".repeat(3 * 1024);
+    let cases = [
+        (json!({"customer_id": customer, "items": []}), "items"),
+        (
+            json!({"customer_id": customer, "items": [line("A", 1, 1), line("A", 2, 1)]}),
+            "items[1].sku",
+        ),
+        (
+            json!({"customer_id": customer, "items": [line("A", 0, 1)]}),
+            "items[0].quantity",
+        ),
+        (
+            json!({"customer_id": customer, "items": [line("A", 1, 0)]}),
+            "items[0].unit_price_cents",
+        ),
+        (
+            json!({"customer_id": customer, "items": [line("A", 1, i64::MAX)]}),
+            "items[0].unit_price_cents",
+        ),
+        (
+            json!({"customer_id": customer, "items": [line("A", i64::MAX, i64::MAX)]}),
+            "items[0].quantity",
+        ),
+        (
+            json!({"customer_id": customer, "items": [line(&huge_sku, 1, 1)]}),
+            "items[0].sku",
+        ),
+        (
+            json!({"customer_id": customer, "items": [line("A\u{0}", 1, 1)]}),
+            "items[0].sku",
+        ),
+        (
+            json!({"customer_id": customer, "items": [["A", 1, 1]]}),
+            "items[0]",
+        ),
+        (
+            json!({"customer_id": customer, "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 1, "discount": 5}]}),
+            "items[0].discount",
+        ),
+        (
+            json!({"customer_id": customer, "items": [{"sku": "A", "quantity": 1}]}),
+            "items[0].unit_price_cents",
+        ),
+        (
+            json!({"customer_id": "not-a-uuid", "items": [line("A", 1, 1)]}),
+            "customer_id",
+        ),
+        (json!({"customer_id": customer, "items": "A"}), "items"),
+        (json!({"items": [line("A", 1, 1)]}), "customer_id"),
+    ];
+    let orders = app.orders();
+    for (body, field) in cases {
+        let response = orders.post(&body).send().await.unwrap();
+        let status = response.status();
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(status, 422, "{body}: {error}");
+        let fields = error["error"]["details"]["fields"].as_array().unwrap();
+        assert!(
+            fields.iter().any(|f| f["field"] == field),
+            "{body}: expected a problem with {field:?}, got {error}"
+        );
+    }
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_eq!(orders.get(&unknown).await.status(), 404);
+    assert_eq!(orders.get("nope").await.status(), 400);
+    assert_eq!(orders.cancel(&unknown).await.status(), 404);
+    let bad_status = app.get("/api/v1/orders?status=lost").await;
+    assert_eq!(bad_status.status(), 400);
+
+    for (method, path, allow) in [
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/orders".to_owned(),
+            "GET, POST",
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("/api/v1/customers/{customer}"),
+            "GET, PATCH",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/orders/{unknown}/cancel"),
+            "POST",
+        ),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+    }
+    assert_eq!(app.get("/api/v1/nothing/here").await.status(), 404);
+}
