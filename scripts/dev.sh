@@ -5,7 +5,8 @@
 #   scripts/dev.sh down     stop the private servers this script started
 #   scripts/dev.sh status   say what answers where
 #   scripts/dev.sh run      up, migrate, release build, serve        (README command 1)
-#   scripts/dev.sh test     up, then the whole test suite             (README command 2)
+#   scripts/dev.sh test     up, then the whole test suite and the API contract (README command 2)
+#   scripts/dev.sh contract up, then the API contract alone (schemathesis over the OpenAPI document)
 #   scripts/dev.sh bench [drain|timers]   up, then a benchmark (BENCHMARKS.md)
 #
 # URLs come from TROUPE__REDIS__URL and TROUPE__DATABASE__URL (defaults below). A server that
@@ -194,6 +195,43 @@ status() {
   fi
 }
 
+# The API contract: the service on a fresh database, requests generated from its OpenAPI
+# document by a property-based tester (schemathesis), every response checked against it.
+SCHEMATHESIS_VERSION="4.32.5"
+contract() {
+  local venv="$DEV/venv" bin="$ROOT/target/debug/troupe"
+  if [[ ! -x "$venv/bin/schemathesis" ]] || ! "$venv/bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION"; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION in $venv"
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
+      || die "cannot install schemathesis (PyPI unreachable?)"
+  fi
+  [[ -x "$bin" ]] || cargo build --locked
+  local db="${PG_DB}_contract"
+  PGPASSWORD="$PG_PASSWORD" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
+    -c "CREATE DATABASE \"$db\"" >/dev/null || die "cannot create database $db"
+  local port; port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  local log="$DEV/contract-service.log"
+  say "contract: serving on port $port (log: $log)"
+  TROUPE_ENV= TROUPE__HTTP__PORT="$port" TROUPE__DATABASE__URL="${DATABASE_URL%/*}/$db" \
+    TROUPE__REDIS__KEY_PREFIX="contract-$$:" "$bin" serve >"$log" 2>&1 &
+  local pid=$!
+  local status=0
+  for _ in $(seq 300); do
+    python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/health/ready', timeout=1)" \
+      >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$log" >&2; die "the service did not start"; }
+    sleep 0.1
+  done
+  (cd "$ROOT/tests/contract" && SCHEMATHESIS_HOOKS=hooks "$venv/bin/schemathesis" \
+      --config-file schemathesis.toml run "http://127.0.0.1:$port/api-docs/openapi.json" \
+      --checks all --exclude-checks ensure_resource_availability \
+      --max-examples "${CONTRACT_EXAMPLES:-50}" --workers 2 --seed "${CONTRACT_SEED:-1}") || status=$?
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  PGPASSWORD="$PG_PASSWORD" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null || true
+  return "$status"
+}
+
 export_urls() {
   export TROUPE__REDIS__URL="$REDIS_URL" TROUPE__DATABASE__URL="$DATABASE_URL"
 }
@@ -214,10 +252,15 @@ case "$cmd" in
     export TROUPE_ENV=test
     cargo test --locked --all-targets "$@"
     cargo test --locked --doc
+    contract
+    ;;
+  contract)
+    up; export_urls; cd "$ROOT"
+    contract
     ;;
   bench)
     up; export_urls; cd "$ROOT"
     exec scripts/bench.sh "$@"
     ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -780,7 +780,8 @@ mod tests {
                 "customers",
                 "payments",
                 "reservations",
-                "orders"
+                "orders",
+                "notifications"
             ]
         );
         // Kept as written: the domain's own types decide what a value is (the registry

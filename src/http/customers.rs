@@ -80,14 +80,14 @@ pub struct NewCustomerRequest {
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     pub name: String,
     /// Contact address (`local@example.com`).
     #[schema(
         min_length = 3,
         max_length = 254,
-        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+        pattern = r"^[!-?A-~]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
     )]
     pub email: String,
     /// Opening credit of the wallet, in cents.
@@ -98,19 +98,22 @@ pub struct NewCustomerRequest {
 /// Body of `PATCH /api/v1/customers/{id}`: the fields to change, at least one.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct CustomerChangeRequest {
     /// New display name.
     #[schema(
+        nullable = false,
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     pub name: Option<String>,
     /// New contact address.
     #[schema(
+        nullable = false,
         min_length = 3,
         max_length = 254,
-        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+        pattern = r"^[!-?A-~]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
     )]
     pub email: Option<String>,
 }
@@ -175,7 +178,7 @@ pub fn valid_id(id: &str) -> Result<(), ApiError> {
     path = "/api/v1/customers",
     tag = "customers",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry with the same key and body answers the first reply and registers no other customer; the same key with another body is a 422 (`idempotency_key_reused`)."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry with the same key and body answers the first reply and registers no other customer; the same key with another body is a 422 (`idempotency_key_reused`).", pattern = r"^[!-~]{1,256}$"),
     ),
     request_body = NewCustomerRequest,
     responses(
@@ -267,7 +270,7 @@ pub async fn get_customer(
     tag = "customers",
     params(
         ("id" = String, Path, format = "uuid", description = "The customer's id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the read this change is based on (`\"3\"`)"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the read this change is based on (`\"3\"`)", pattern = r#"^(\*|"[0-9]{1,19}"|[0-9]{1,19})$"#),
     ),
     request_body = CustomerChangeRequest,
     responses(
@@ -293,7 +296,16 @@ pub async fn update_customer(
     let id = id.into_inner();
     valid_id(&id)?;
     let expected_version = if_match(&req)?;
-    let body: CustomerChangeRequest = shape(body.into_inner())?;
+    let body = body.into_inner();
+    let mut problems = Problems::new();
+    // A field given as null would say "clear it", which no field allows: absent means keep.
+    for (field, value) in body.as_object().into_iter().flatten() {
+        if value.is_null() {
+            problems.add(field.clone(), "must be a string, or left out");
+        }
+    }
+    problems.finish()?;
+    let body: CustomerChangeRequest = shape(body)?;
     let mut problems = Problems::new();
     if body.name.is_none() && body.email.is_none() {
         problems.add("", "give name, email or both");

@@ -17,6 +17,7 @@ const MAX_LIMIT: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterQuery {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Last dead-letter id of the previous page.
     pub after: Option<String>,
@@ -47,6 +48,7 @@ fn entry_id(raw: &str) -> Result<EntryId, ApiError> {
     params(("stream" = String, Path, description = "A consumed stream, e.g. inventory.adjustments"), DeadLetterQuery),
     responses(
         (status = 200, description = "Dead letters, oldest first, with their dlq_* fields"),
+        (status = 400, description = "Bad limit, after or query (`invalid_query`)", body = ErrorBody),
         (status = 404, description = "No running domain consumes this stream", body = ErrorBody),
     )
 )]

@@ -153,7 +153,7 @@ pub struct ErrorDetail {
     /// For people; may change.
     pub message: String,
     /// Structured detail, or null.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub details: Value,
     /// The request's id (its `X-Request-Id`), to find the detail in the logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]

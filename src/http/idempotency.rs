@@ -38,6 +38,12 @@ pub fn idempotency(
         .map_err(|_| invalid("the Idempotency-Key header is not visible ASCII".into()))?;
     validate_key(key, state.settings.runtime.max_key_bytes)
         .map_err(|e| invalid(format!("the Idempotency-Key {e}")))?;
+    // As documented (`[!-~]{1,256}`): no spaces either, which proxies may fold or trim.
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "the Idempotency-Key holds a space; use visible ASCII characters".into(),
+        ));
+    }
     let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(Box::new(e)))?;
     let mut digest = Sha256::new();
     digest.update(req.method().as_str().as_bytes());

@@ -11,7 +11,9 @@ use super::validation::{Problems, shape};
 use super::{ApiError, AppState};
 use crate::actors::handle::DomainHandle;
 use crate::domain::{Entity, validate_key};
-use crate::domains::inventory::{Inventory, InventoryCommand, Stock, StockAdjustment};
+use crate::domains::inventory::{
+    Inventory, InventoryCommand, Stock, StockAdjustment, check_sku, check_warehouse,
+};
 use crate::registry::DomainRoutes;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -63,6 +65,7 @@ pub struct StockPage {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Last SKU of the previous page.
     pub after: Option<String>,
@@ -97,12 +100,15 @@ fn inventory(state: &AppState) -> Result<&DomainHandle<Inventory>, ApiError> {
 }
 
 /// A SKU is an entity key: checked here, where it enters, so that nothing Postgres cannot
-/// store reaches a commit.
-fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
-    validate_key(sku, state.settings.runtime.max_key_bytes).map_err(|e| ApiError::BadRequest {
+/// store reaches a commit; and a SKU by the shop's rule (`check_sku`), as the document says.
+pub fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::BadRequest {
         code: "invalid_key",
-        message: format!("the SKU {e}"),
-    })
+        message,
+    };
+    validate_key(sku, state.settings.runtime.max_key_bytes)
+        .map_err(|e| invalid(format!("the SKU {e}")))?;
+    check_sku(sku).map_err(|e| invalid(e.to_string()))
 }
 
 /// `GET /api/v1/inventory/{sku}`: the committed stock of one SKU, from its partition's
@@ -111,7 +117,7 @@ fn valid_sku(state: &AppState, sku: &str) -> Result<(), ApiError> {
     get,
     path = "/api/v1/inventory/{sku}",
     tag = "inventory",
-    params(("sku" = String, Path, description = "The SKU")),
+    params(("sku" = String, Path, description = "The SKU: 1 to 64 characters, no control characters", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$")),
     responses(
         (status = 200, description = "Stock of the SKU", body = StockView,
          headers(("ETag" = String, description = "The version, for If-Match"))),
@@ -194,8 +200,8 @@ pub struct StockCountRequest {
     path = "/api/v1/inventory/{sku}",
     tag = "inventory",
     params(
-        ("sku" = String, Path, description = "The SKU"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the read this count is based on (`\"3\"`)"),
+        ("sku" = String, Path, description = "The SKU: 1 to 64 characters, no control characters", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$"),
+        ("If-Match" = Option<String>, Header, description = "The ETag of the read this count is based on (`\"3\"`)", pattern = r#"^(\*|"[0-9]{1,19}"|[0-9]{1,19})$"#),
     ),
     request_body = StockCountRequest,
     responses(
@@ -241,7 +247,12 @@ pub async fn set_stock(
 pub struct AdjustmentRequest {
     /// Change in units.
     pub delta: i64,
-    /// Warehouse.
+    /// Warehouse: not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub warehouse: String,
 }
 
@@ -253,15 +264,17 @@ pub struct AdjustmentRequest {
     path = "/api/v1/inventory/{sku}/adjustments",
     tag = "inventory",
     params(
-        ("sku" = String, Path, description = "The SKU"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a request with a key used before gets the stored reply of the first one (same status and body) and applies nothing; the same key with a different request is a 422. Keys are kept for `runtime.dedupe_window_seconds`."),
+        ("sku" = String, Path, description = "The SKU: 1 to 64 characters, no control characters", min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a request with a key used before gets the stored reply of the first one (same status and body) and applies nothing; the same key with a different request is a 422. Keys are kept for `runtime.dedupe_window_seconds`.", pattern = r"^[!-~]{1,256}$"),
     ),
     request_body = AdjustmentRequest,
     responses(
         (status = 200, description = "Committed; the new stock", body = StockView),
-        (status = 400, description = "Malformed body, or invalid SKU or Idempotency-Key (`invalid_key`, `invalid_idempotency_key`)", body = ErrorBody),
+        (status = 400, description = "Not JSON (`invalid_body`), or an invalid SKU or Idempotency-Key (`invalid_key`, `invalid_idempotency_key`)", body = ErrorBody),
+        (status = 409, description = "The delta would take on_hand past what it can hold (`on_hand_overflow`)", body = ErrorBody),
         (status = 413, description = "Body over http.json_limit_bytes", body = ErrorBody),
-        (status = 422, description = "Refused by the domain, or the Idempotency-Key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "A field is missing, unknown, of the wrong type or out of its rules (`validation_failed`), or the Idempotency-Key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
         (status = 503, description = "Not committed, nothing took effect (`not_committed`, `domain_unavailable`; `entity_unavailable`: this SKU's stored state cannot be loaded): safe to retry", body = ErrorBody),
         (status = 504, description = "Outcome unknown (`outcome_unknown`): the command may have committed; retry with the same Idempotency-Key", body = ErrorBody),
     )
@@ -271,11 +284,14 @@ pub async fn adjust_stock(
     state: web::Data<AppState>,
     req: HttpRequest,
     sku: web::Path<String>,
-    body: web::Json<AdjustmentRequest>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = sku.into_inner();
     valid_sku(&state, &sku)?;
-    let body = body.into_inner();
+    let body: AdjustmentRequest = shape(body.into_inner())?;
+    let mut problems = Problems::new();
+    problems.check("warehouse", check_warehouse(&body.warehouse));
+    problems.finish()?;
     let idempotency = idempotency(&state, &req, &body)?;
     let AdjustmentRequest { delta, warehouse } = body;
     let command = InventoryCommand::Adjust(StockAdjustment { delta, warehouse });

@@ -31,7 +31,7 @@ pub struct NotificationQuery {
     pub limit: Option<usize>,
     /// Only notifications with a `seq` below this (the previous page's `next_before`).
     #[param(minimum = 1)]
-    pub before: Option<u64>,
+    pub before: Option<i64>,
 }
 
 /// The notifications domain's HTTP face, as registered in [`crate::shop::registry`].
@@ -78,7 +78,7 @@ pub async fn list_notifications(
     let id = id.into_inner();
     valid_id(&id)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=KEPT).contains(&limit) || query.before == Some(0) {
+    if !(1..=KEPT).contains(&limit) || query.before.is_some_and(|before| before < 1) {
         return Err(ApiError::BadRequest {
             code: "invalid_query",
             message: format!("limit must be between 1 and {KEPT}, before at least 1"),
@@ -89,7 +89,9 @@ pub async fn list_notifications(
         .await?
         .map(|entity| entity.state)
         .unwrap_or_default();
-    let before = query.before.unwrap_or(u64::MAX);
+    let before = query
+        .before
+        .map_or(u64::MAX, |before| before.unsigned_abs());
     let mut items: Vec<CustomerNotification> = inbox
         .notifications
         .into_iter()

@@ -30,5 +30,46 @@ pub struct ApiDoc;
 
 /// The whole document: [`ApiDoc`] with every registered domain's paths.
 pub fn document(registry: &Registry) -> utoipa::openapi::OpenApi {
-    registry.openapi(ApiDoc::openapi())
+    let mut document = registry.openapi(ApiDoc::openapi());
+    headers_are_never_null(&mut document);
+    document
+}
+
+/// An optional header (`Option<String>` in an annotation) is absent or a string: HTTP has no
+/// null header, so the `null` utoipa adds to its type would invite clients to send `null`.
+fn headers_are_never_null(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                let RefOr::T(parameter) = parameter else {
+                    continue;
+                };
+                if !matches!(parameter.parameter_in, ParameterIn::Header) {
+                    continue;
+                }
+                if let Some(RefOr::T(Schema::Object(object))) = &mut parameter.schema
+                    && let SchemaType::Array(types) = &object.schema_type
+                {
+                    let types: Vec<Type> = types
+                        .iter()
+                        .filter(|t| !matches!(t, Type::Null))
+                        .cloned()
+                        .collect();
+                    if let [only] = types.as_slice() {
+                        object.schema_type = SchemaType::Type(only.clone());
+                    }
+                }
+            }
+        }
+    }
 }

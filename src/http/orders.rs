@@ -9,11 +9,12 @@ use utoipa::OpenApi;
 use super::customers::valid_id;
 use super::error::ErrorBody;
 use super::idempotency::{IDEMPOTENT_REPLAYED, idempotency, new_entity_id};
+use super::inventory::valid_sku;
 use super::preconditions::etag;
 use super::validation::{Problems, shape, shape_at};
 use super::{ApiError, AppState};
 use crate::actors::handle::DomainHandle;
-use crate::domain::{Entity, validate_key};
+use crate::domain::Entity;
 use crate::domains::orders::{
     MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE_CENTS, NewOrder, Order, OrderCommand, OrderLine,
     OrderStatus, Orders, RejectReason, StatusChange, total,
@@ -86,7 +87,7 @@ pub struct NewOrderRequest {
     /// Who orders.
     #[schema(format = "uuid")]
     pub customer_id: String,
-    /// 1 to 100 lines, each SKU once.
+    /// 1 to 100 lines, each SKU on one line only.
     #[schema(value_type = Vec<OrderLineRequest>, min_items = 1, max_items = 100)]
     pub items: Vec<Value>,
 }
@@ -95,11 +96,11 @@ pub struct NewOrderRequest {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
-    /// The SKU: 1 to `runtime.max_key_bytes` bytes (256 by default), no control characters.
+    /// The SKU: 1 to 64 characters, no control characters.
     #[schema(
         min_length = 1,
-        max_length = 256,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$"
     )]
     pub sku: String,
     /// Units.
@@ -140,7 +141,9 @@ impl DomainRoutes for Routes {
     }
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
-        OrdersApi::openapi()
+        let mut document = OrdersApi::openapi();
+        lines_are_unique(&mut document);
+        document
     }
 }
 
@@ -161,6 +164,22 @@ impl DomainRoutes for Routes {
 )]
 struct OrdersApi;
 
+/// An order names each SKU on one line: identical lines are refused, which `uniqueItems`
+/// says (utoipa has no attribute for it). Lines that differ with the same SKU are refused
+/// too, which JSON Schema cannot say; the description does.
+fn lines_are_unique(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+    let Some(components) = &mut document.components else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(order))) = components.schemas.get_mut("NewOrderRequest")
+        && let Some(RefOr::T(Schema::Array(items))) = order.properties.get_mut("items")
+    {
+        items.unique_items = true;
+    }
+}
+
 fn orders(state: &AppState) -> Result<&DomainHandle<Orders>, ApiError> {
     super::domain::<Orders>(state)
 }
@@ -178,8 +197,8 @@ fn new_order(state: &AppState, body: NewOrderRequest) -> Result<NewOrder, ApiErr
     for (index, item) in body.items.into_iter().enumerate() {
         let at = format!("items[{index}]");
         let line: OrderLineRequest = shape_at(&at, item)?;
-        if let Err(e) = validate_key(&line.sku, state.settings.runtime.max_key_bytes) {
-            problems.add(format!("{at}.sku"), format!("the SKU {e}"));
+        if let Err(ApiError::BadRequest { message, .. }) = valid_sku(state, &line.sku) {
+            problems.add(format!("{at}.sku"), message);
         }
         if items.iter().any(|seen: &OrderLine| seen.sku == line.sku) {
             problems.add(format!("{at}.sku"), "appears on an earlier line");
@@ -216,7 +235,7 @@ fn new_order(state: &AppState, body: NewOrderRequest) -> Result<NewOrder, ApiErr
     path = "/api/v1/orders",
     tag = "orders",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry with the same key and body answers the first reply and places no other order; the same key with another body is a 422 (`idempotency_key_reused`)."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry with the same key and body answers the first reply and places no other order; the same key with another body is a 422 (`idempotency_key_reused`).", pattern = r"^[!-~]{1,256}$"),
     ),
     request_body = NewOrderRequest,
     responses(

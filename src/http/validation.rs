@@ -31,7 +31,8 @@ pub fn shape<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
 /// Like [`shape`] for a value found at `at` in the body (`items[2]`): the fields it names are
 /// prefixed with `at`. A list of objects is taken as `Vec<Value>` and each element shaped
 /// with this, because serde would fill a struct from an array too, field by position.
-pub fn shape_at<T: DeserializeOwned>(at: &str, value: Value) -> Result<T, ApiError> {
+pub fn shape_at<T: DeserializeOwned>(at: &str, mut value: Value) -> Result<T, ApiError> {
+    integral_numbers(&mut value);
     if !value.is_object() {
         return Err(ApiError::Validation(vec![FieldError {
             field: at.to_owned(),
@@ -57,6 +58,26 @@ pub fn shape_at<T: DeserializeOwned>(at: &str, value: Value) -> Result<T, ApiErr
         };
         ApiError::Validation(vec![FieldError { field, message }])
     })
+}
+
+/// JSON Schema's `integer` is a mathematical integer, so `5.0` is one; serde's `i64` would
+/// refuse it. Numbers with no fraction that an `i64` holds exactly become integers.
+fn integral_numbers(value: &mut Value) {
+    /// Integers up to 2^53 are exact in an f64; beyond, "integral" says nothing.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 fn path_or_body(path: &str) -> String {
@@ -167,6 +188,10 @@ mod tests {
         );
         assert_eq!(fields(json!(["c", []])), [""], "not by position");
         assert_eq!(fields(json!("text")), [""]);
+        let whole: Line = shape_at("", json!({"sku": "a", "quantity": 5.0})).unwrap();
+        assert_eq!(whole.quantity, 5, "5.0 is an integer");
+        assert!(shape_at::<Line>("", json!({"sku": "a", "quantity": 5.5})).is_err());
+        assert!(shape_at::<Line>("", json!({"sku": "a", "quantity": 1e300})).is_err());
         let nested = shape_at::<Line>("items[3]", json!({"sku": "a"}));
         assert!(
             matches!(&nested, Err(ApiError::Validation(e)) if e[0].field == "items[3].quantity"),

@@ -162,15 +162,15 @@ async fn bad_requests_get_clear_json_errors() {
             app.client
                 .post(&url)
                 .json(&json!({"delta": "x", "warehouse": "w"})),
-            400,
-            "invalid_body",
+            422,
+            "validation_failed",
         ),
         (
             app.client
                 .post(&url)
                 .json(&json!({"delta": 1, "warehouse": " "})),
             422,
-            "unprocessable",
+            "validation_failed",
         ),
         (
             app.client

@@ -25,6 +25,42 @@ pub const ADJUSTMENTS_STREAM: &str = "inventory.adjustments";
 /// Where the reservations domain asks for holds, releases, commits and restocks.
 pub use crate::domains::reservations::REQUESTS_STREAM;
 
+/// Longest SKU the shop's API takes, in characters (well inside the runtime's key limit).
+pub const MAX_SKU_CHARS: usize = 64;
+
+/// A SKU is 1 to [`MAX_SKU_CHARS`] characters without control characters.
+pub fn check_sku(sku: &str) -> Result<(), DomainError> {
+    let chars = sku.chars().count();
+    if chars == 0 || chars > MAX_SKU_CHARS {
+        return Err(DomainError::Invalid(format!(
+            "a SKU has 1 to {MAX_SKU_CHARS} characters"
+        )));
+    }
+    if sku.chars().any(char::is_control) {
+        return Err(DomainError::Invalid(
+            "a SKU has no control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest warehouse name, in characters.
+pub const MAX_WAREHOUSE_CHARS: usize = 200;
+
+/// A warehouse is named by 1 to [`MAX_WAREHOUSE_CHARS`] characters, not all blank, without
+/// control characters.
+pub fn check_warehouse(warehouse: &str) -> Result<(), DomainError> {
+    if warehouse.trim().is_empty() {
+        return Err(DomainError::Invalid("warehouse must not be empty".into()));
+    }
+    if warehouse.chars().count() > MAX_WAREHOUSE_CHARS || warehouse.chars().any(char::is_control) {
+        return Err(DomainError::Invalid(format!(
+            "warehouse has at most {MAX_WAREHOUSE_CHARS} characters and no control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// The inventory domain.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Inventory;
@@ -222,9 +258,7 @@ impl Domain for Inventory {
     ) -> Result<Stock, DomainError> {
         match command {
             InventoryCommand::Adjust(adjustment) => {
-                if adjustment.warehouse.trim().is_empty() {
-                    return Err(DomainError::Invalid("warehouse must not be empty".into()));
-                }
+                check_warehouse(&adjustment.warehouse)?;
                 adjust(stock, &adjustment, ctx)?;
             }
             InventoryCommand::SetOnHand {
@@ -356,9 +390,15 @@ fn adjust(
     ctx: &mut Context<InventoryOutput>,
 ) -> Result<(), DomainError> {
     let was_available = stock.available() > 0;
-    stock.on_hand = stock.on_hand.checked_add(adjustment.delta).ok_or_else(|| {
-        DomainError::Invalid(format!("delta {} overflows on_hand", adjustment.delta))
-    })?;
+    // The same delta could fit a later state: a conflict with this one, not a bad input.
+    stock.on_hand =
+        stock
+            .on_hand
+            .checked_add(adjustment.delta)
+            .ok_or_else(|| DomainError::Rejected {
+                code: "on_hand_overflow",
+                message: format!("delta {} overflows on_hand", adjustment.delta),
+            })?;
     announce(stock, was_available, ctx);
     let sku = ctx.key().to_owned();
     ctx.notify(
@@ -508,7 +548,10 @@ mod tests {
         let err = kit.when(adjusted("A", 1)).unwrap_err();
         assert!(matches!(
             err,
-            TestFailure::Failed(Failure::Handler(DomainError::Invalid(_)))
+            TestFailure::Failed(Failure::Handler(DomainError::Rejected {
+                code: "on_hand_overflow",
+                ..
+            }))
         ));
         assert_eq!(kit.state("A").unwrap().on_hand, i64::MAX);
         assert_eq!(kit.entity("A").unwrap().version, 1);
