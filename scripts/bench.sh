@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The benchmarks of BENCHMARKS.md: `drain` (the default: the hand-written baseline consumer and
-# Troupe on the same load in the same run) or `timers` (timer lateness, idle and under load).
+# Troupe on the same load in the same run), `timers` (timer lateness, idle and under load) or
+# `saga` (orders through the whole shop: throughput and latency).
 # Expects Redis and Postgres up (scripts/dev.sh bench starts them) and the URLs in
 # TROUPE__REDIS__URL / TROUPE__DATABASE__URL. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${1:-drain}"
 case "$bench" in
-  drain|timers) ;;
-  *) echo "bench.sh: unknown benchmark $bench (drain or timers)" >&2; exit 2 ;;
+  drain|timers|saga) ;;
+  *) echo "bench.sh: unknown benchmark $bench (drain, timers or saga)" >&2; exit 2 ;;
 esac
 cargo build --release --locked --bin troupe
 # Builds the bench and, with it, the `troupe` binary it runs (profile `bench` = `release`).

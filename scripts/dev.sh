@@ -7,7 +7,8 @@
 #   scripts/dev.sh run      up, migrate, release build, serve        (README command 1)
 #   scripts/dev.sh test     up, then the whole test suite and the API contract (README command 2)
 #   scripts/dev.sh contract up, then the API contract alone (schemathesis over the OpenAPI document)
-#   scripts/dev.sh bench [drain|timers]   up, then a benchmark (BENCHMARKS.md)
+#   scripts/dev.sh bench [drain|timers|saga]   up, then a benchmark (BENCHMARKS.md)
+#   scripts/dev.sh demo [--rate N]   orders against the running service (scripts/dev.sh run)
 #
 # URLs come from TROUPE__REDIS__URL and TROUPE__DATABASE__URL (defaults below). A server that
 # already answers there is used as it is; otherwise a private one is started from the system's
@@ -262,5 +263,9 @@ case "$cmd" in
     up; export_urls; cd "$ROOT"
     exec scripts/bench.sh "$@"
     ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  demo)
+    cd "$ROOT"
+    exec cargo run --release --locked --example shop_demo -- "$@"
+    ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
