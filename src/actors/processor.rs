@@ -16,7 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
+    WrapFuture,
+};
 use futures_util::future::{LocalBoxFuture, join_all};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +41,7 @@ use crate::settings::CrashPoint;
 use crate::store::applied;
 use crate::store::batch::{BatchCommit, commit};
 use crate::store::commands::{self, CommandRecord};
+use crate::store::entities::EntityWrite;
 use crate::store::outbox::NewOutboxEvent;
 use crate::store::pool::within;
 use crate::store::timers::{self, DueTimer, NewTimer};
@@ -96,6 +100,27 @@ pub struct BatchReport {
 /// The processor actor of domain `D`.
 pub struct Processor<D: Domain> {
     inner: Arc<Inner<D>>,
+    /// Commands waiting for the next command unit, oldest first (boxed: an actor is `Unpin`,
+    /// a domain's command need not be).
+    commands: std::collections::VecDeque<Box<QueuedCommand<D>>>,
+    /// Whether a [`RunCommands`] is on its way: the commands queued meanwhile join it.
+    commands_scheduled: bool,
+}
+
+/// A command waiting for its unit, and where its outcome goes.
+struct QueuedCommand<D: Domain> {
+    msg: ExecuteCommand<D>,
+    reply: tokio::sync::oneshot::Sender<Result<Committed<D::Reply>, CommandError>>,
+}
+
+/// Most commands one unit applies and commits together.
+const MAX_COMMANDS_PER_UNIT: usize = 256;
+
+/// Applies and commits the queued commands as one unit (see [`Inner::execute_all`]).
+struct RunCommands;
+
+impl Message for RunCommands {
+    type Result = ();
 }
 
 struct Inner<D: Domain> {
@@ -147,6 +172,8 @@ impl<D: Domain> Processor<D> {
                 quarantine,
                 quarantine_checked: Mutex::new(Instant::now()),
             }),
+            commands: std::collections::VecDeque::new(),
+            commands_scheduled: false,
         }
     }
 }
@@ -210,16 +237,6 @@ pub enum CommandError {
     OutcomeUnknown(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl CommandError {
-    fn from_commit(e: StoreError) -> Self {
-        if e.is_outcome_unknown() {
-            CommandError::OutcomeUnknown(Box::new(e))
-        } else {
-            CommandError::NotCommitted(Box::new(e))
-        }
-    }
-}
-
 /// A command's idempotency key and what identifies the request it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
@@ -255,15 +272,45 @@ impl<D: Domain> Message for ExecuteCommand<D> {
     type Result = Result<Committed<D::Reply>, CommandError>;
 }
 
+/// Commands are group-committed: each waits in the processor's queue, and the commands that
+/// arrive while a unit (of commands or of stream entries) is in flight are applied and
+/// committed together by the next one — one transaction, one fsync, for up to
+/// [`MAX_COMMANDS_PER_UNIT`] commands.
 impl<D: Domain> Handler<ExecuteCommand<D>> for Processor<D> {
-    type Result = AtomicResponse<Self, Result<Committed<D::Reply>, CommandError>>;
+    type Result = actix::ResponseFuture<Result<Committed<D::Reply>, CommandError>>;
 
-    fn handle(&mut self, msg: ExecuteCommand<D>, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ExecuteCommand<D>, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.commands
+            .push_back(Box::new(QueuedCommand { msg, reply }));
+        if !self.commands_scheduled {
+            self.commands_scheduled = true;
+            ctx.notify(RunCommands);
+        }
+        Box::pin(async move {
+            outcome.await.unwrap_or_else(|_| {
+                Err(CommandError::NotCommitted(
+                    "the processor stopped before the command's unit ran".into(),
+                ))
+            })
+        })
+    }
+}
+
+impl<D: Domain> Handler<RunCommands> for Processor<D> {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: RunCommands, ctx: &mut Self::Context) -> Self::Result {
+        let take = self.commands.len().min(MAX_COMMANDS_PER_UNIT);
+        let unit: Vec<QueuedCommand<D>> = self.commands.drain(..take).map(|c| *c).collect();
+        if self.commands.is_empty() {
+            self.commands_scheduled = false;
+        } else {
+            ctx.notify(RunCommands);
+        }
         let inner = self.inner.clone();
         AtomicResponse::new(Box::pin(
-            async move { inner.execute(msg).await }
-                .into_actor(self)
-                .map(|r, _, _| r),
+            async move { inner.execute_all(unit).await }.into_actor(self),
         ))
     }
 }
@@ -751,7 +798,7 @@ impl<D: Domain> Inner<D> {
                 let batch = BatchCommit {
                     domain: self.ctx.name(),
                     applied: applied.applied.iter().map(|(_, id)| id.as_str()).collect(),
-                    command: None,
+                    commands: Vec::new(),
                     entities: applied.writes,
                     events: applied.events,
                     fired_timers: Vec::new(),
@@ -1104,119 +1151,265 @@ impl<D: Domain> Inner<D> {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(domain = self.ctx.name(), key = %msg.key))]
-    async fn execute(&self, msg: ExecuteCommand<D>) -> Result<Committed<D::Reply>, CommandError> {
+    /// Applies `queued` commands in order, each to its entity, and commits the ones that
+    /// applied as one unit with their effects and idempotency records; then answers each.
+    ///
+    /// A command refused by its domain (or whose entity does not load, or whose idempotency
+    /// key has a stored reply) is answered at once and takes no part in the unit. A command
+    /// repeating an idempotency key another command of the unit carries is answered from that
+    /// one's outcome. If the partitions cannot be asked, or the commit fails, no command of the
+    /// unit took effect, or (`OutcomeUnknown`) the commit may have landed for all of them.
+    #[tracing::instrument(skip_all, fields(domain = self.ctx.name(), commands = queued.len()))]
+    async fn execute_all(&self, queued: Vec<QueuedCommand<D>>) {
         let ctx = &self.ctx;
-        let p = self.partition(&msg.key);
-        let traceparent = child_traceparent(None);
-        let input = InputMeta {
-            id: msg.idempotency.as_ref().map_or_else(
-                || uuid::Uuid::now_v7().to_string(),
-                |idempotency| idempotency.key.clone(),
-            ),
-            source: Source::Command,
-            timestamp: ctx.clock.now(),
-            traceparent: traceparent.clone(),
-        };
-        self.reload_uncertain()
-            .await
-            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
-        self.retry_quarantined()
-            .await
-            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
-        if let Some(reason) = self.quarantine.reason(&msg.key) {
-            return Err(CommandError::Unloadable(reason));
-        }
-        let mut refused = self
-            .ensure_loaded(p, vec![msg.key.clone()])
-            .await
-            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
-        if let Some(reason) = refused.remove(&msg.key) {
-            return Err(CommandError::Unloadable(reason));
-        }
-        if let Some(idempotency) = &msg.idempotency {
-            let stored = within(&ctx.db, ctx.commit_timeout, async |conn| {
-                commands::find(conn, ctx.name(), &idempotency.key).await
-            })
-            .await
-            .map_err(|e| CommandError::NotCommitted(Box::new(e)))?;
-            if let Some(record) = stored {
-                return replay(record, idempotency);
+        if let Err(e) = self.prepare_commands().await {
+            let cause = error_chain(&e);
+            for command in queued {
+                let _ = command
+                    .reply
+                    .send(Err(CommandError::NotCommitted(cause.clone().into())));
             }
+            return;
         }
-        let asked = ask(
-            &self.partitions[p],
-            ApplyCommand::<D> {
-                key: msg.key.clone(),
-                command: msg.command,
-                input,
-            },
-            ctx.runtime.ask_timeout(),
-        )
-        .await;
-        let refused = match asked {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(Failure::Handler(e))) => Err(CommandError::Domain(e)),
-            Ok(Err(Failure::Panicked(message))) => {
-                tracing::error!(error = %message, "command handler panicked");
-                Err(CommandError::Panicked(message))
-            }
-            Ok(Err(Failure::Unstorable(message))) => Err(CommandError::Unstorable(message)),
-            Err(e) => Err(CommandError::NotCommitted(Box::new(e))),
-        };
-        let (reply, effects, write) = match refused {
-            Ok(applied) => applied,
-            Err(e) => {
-                // A command that timed out may still be applied by the partition later; the
-                // settle queued behind it undoes it, so a refused command never takes effect.
-                self.settle(&[p], false).await;
-                return Err(e);
-            }
-        };
-        let committed = Committed {
-            reply,
-            version: u64::try_from(write.version).unwrap_or(0),
-            replayed: false,
-        };
-        let record = match &msg.idempotency {
-            Some(idempotency) => match serde_json::to_value(&committed) {
-                Ok(reply) => Some(CommandRecord {
-                    key: idempotency.key.clone(),
-                    fingerprint: idempotency.fingerprint.clone(),
-                    reply,
-                }),
+        // Load every key the unit touches, partition by partition.
+        let mut keys: HashMap<usize, Vec<String>> = HashMap::new();
+        for command in &queued {
+            keys.entry(self.partition(&command.msg.key))
+                .or_default()
+                .push(command.msg.key.clone());
+        }
+        let mut unloadable: HashMap<String, String> = HashMap::new();
+        let mut unready: HashMap<usize, String> = HashMap::new();
+        for (p, keys) in keys {
+            match self.ensure_loaded(p, keys).await {
+                Ok(refused) => unloadable.extend(refused),
                 Err(e) => {
-                    self.settle(&[p], false).await;
-                    return Err(CommandError::Unstorable(format!("reply: {e}")));
+                    unready.insert(p, error_chain(&e));
                 }
-            },
-            None => None,
-        };
+            }
+        }
+
+        let mut applied: Vec<AppliedCommand<D>> = Vec::new();
+        let mut repeats: Vec<(QueuedCommand<D>, usize)> = Vec::new();
+        let mut touched: Vec<usize> = Vec::new();
+        for command in queued {
+            let QueuedCommand { msg, reply } = command;
+            let p = self.partition(&msg.key);
+            if let Some(cause) = unready.get(&p) {
+                let _ = reply.send(Err(CommandError::NotCommitted(cause.clone().into())));
+                continue;
+            }
+            if let Some(reason) = self
+                .quarantine
+                .reason(&msg.key)
+                .or_else(|| unloadable.get(&msg.key).cloned())
+            {
+                let _ = reply.send(Err(CommandError::Unloadable(reason)));
+                continue;
+            }
+            if let Some(idempotency) = &msg.idempotency {
+                if let Some(first) = applied
+                    .iter()
+                    .position(|a| a.idempotency.as_ref().map(|i| &i.key) == Some(&idempotency.key))
+                {
+                    repeats.push((QueuedCommand { msg, reply }, first));
+                    continue;
+                }
+                let stored = within(&ctx.db, ctx.commit_timeout, async |conn| {
+                    commands::find(conn, ctx.name(), &idempotency.key).await
+                })
+                .await;
+                match stored {
+                    Ok(Some(record)) => {
+                        let _ = reply.send(replay(record, idempotency));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = reply.send(Err(CommandError::NotCommitted(Box::new(e))));
+                        continue;
+                    }
+                }
+            }
+            let traceparent = child_traceparent(None);
+            let input = InputMeta {
+                id: msg.idempotency.as_ref().map_or_else(
+                    || uuid::Uuid::now_v7().to_string(),
+                    |idempotency| idempotency.key.clone(),
+                ),
+                source: Source::Command,
+                timestamp: ctx.clock.now(),
+                traceparent: traceparent.clone(),
+            };
+            let asked = ask(
+                &self.partitions[p],
+                ApplyCommand::<D> {
+                    key: msg.key.clone(),
+                    command: msg.command,
+                    input,
+                },
+                ctx.runtime.ask_timeout(),
+            )
+            .await;
+            match asked {
+                Ok(Ok((reply_value, effects, write))) => {
+                    if !touched.contains(&p) {
+                        touched.push(p);
+                    }
+                    applied.push(AppliedCommand {
+                        idempotency: msg.idempotency,
+                        committed: Committed {
+                            reply: reply_value,
+                            version: u64::try_from(write.version).unwrap_or(0),
+                            replayed: false,
+                        },
+                        effects,
+                        write,
+                        traceparent,
+                        reply,
+                    });
+                }
+                // Refused on a copy of the entity: nothing changed, nothing to undo.
+                Ok(Err(Failure::Handler(e))) => {
+                    let _ = reply.send(Err(CommandError::Domain(e)));
+                }
+                Ok(Err(Failure::Panicked(message))) => {
+                    tracing::error!(error = %message, "command handler panicked");
+                    let _ = reply.send(Err(CommandError::Panicked(message)));
+                }
+                Ok(Err(Failure::Unstorable(message))) => {
+                    let _ = reply.send(Err(CommandError::Unstorable(message)));
+                }
+                Err(e) => {
+                    // The partition may still apply it: the settle queued behind it undoes
+                    // that and everything this unit applied, so none of it takes effect.
+                    if !touched.contains(&p) {
+                        touched.push(p);
+                    }
+                    self.settle(&touched, false).await;
+                    let cause = error_chain(&e);
+                    let _ = reply.send(Err(CommandError::NotCommitted(Box::new(e))));
+                    for command in applied {
+                        let _ = command
+                            .reply
+                            .send(Err(CommandError::NotCommitted(cause.clone().into())));
+                    }
+                    answer_repeats(repeats, &[]);
+                    return;
+                }
+            }
+        }
+        if applied.is_empty() {
+            answer_repeats(repeats, &[]);
+            return;
+        }
+
+        let mut records = Vec::new();
+        for command in &applied {
+            if let Some(idempotency) = &command.idempotency {
+                match serde_json::to_value(&command.committed) {
+                    Ok(reply) => records.push(CommandRecord {
+                        key: idempotency.key.clone(),
+                        fingerprint: idempotency.fingerprint.clone(),
+                        reply,
+                    }),
+                    Err(e) => {
+                        // Deterministic and not expected of a Serialize reply: the unit is
+                        // given up whole rather than committed without this record.
+                        self.settle(&touched, false).await;
+                        let cause = format!("a reply does not serialize: {e}");
+                        for command in applied {
+                            let _ = command
+                                .reply
+                                .send(Err(CommandError::Unstorable(cause.clone())));
+                        }
+                        answer_repeats(repeats, &[]);
+                        return;
+                    }
+                }
+            }
+        }
+        // One write per entity: the last, computed from the version Postgres holds.
+        let mut entities: Vec<EntityWrite> = Vec::new();
+        for command in &applied {
+            match entities.iter_mut().find(|w| w.key == command.write.key) {
+                Some(earlier) => {
+                    earlier.state_json.clone_from(&command.write.state_json);
+                    earlier.version = command.write.version;
+                }
+                None => entities.push(command.write.clone()),
+            }
+        }
         let own_stream = ctx.output_stream();
         let unit = BatchCommit {
             domain: ctx.name(),
             applied: Vec::new(),
-            command: record,
-            entities: vec![write],
-            events: outbox_events(effects.emitted.iter(), &own_stream, &traceparent).collect(),
+            commands: records,
+            entities,
+            events: applied
+                .iter()
+                .flat_map(|c| outbox_events(c.effects.emitted.iter(), &own_stream, &c.traceparent))
+                .collect(),
             fired_timers: Vec::new(),
-            timers: new_timers(&effects.timers, &traceparent).collect(),
-            cancelled_timers: effects.cancelled.iter().map(TimerId::as_str).collect(),
+            timers: applied
+                .iter()
+                .flat_map(|c| new_timers(&c.effects.timers, &c.traceparent))
+                .collect(),
+            cancelled_timers: applied
+                .iter()
+                .flat_map(|c| c.effects.cancelled.iter().map(TimerId::as_str))
+                .collect(),
         };
-        if let Err(e) = self.commit(&unit, &[p]).await {
-            tracing::error!(error = %error_chain(&e), "command not committed");
-            return Err(CommandError::from_commit(e));
+        if let Err(e) = self.commit(&unit, &touched).await {
+            tracing::error!(error = %error_chain(&e), commands = applied.len(), "commands not committed");
+            let unknown = e.is_outcome_unknown();
+            let cause = error_chain(&e);
+            let failed = |cause: &str| -> CommandError {
+                if unknown {
+                    CommandError::OutcomeUnknown(cause.to_owned().into())
+                } else {
+                    CommandError::NotCommitted(cause.to_owned().into())
+                }
+            };
+            drop(unit);
+            for command in applied {
+                let _ = command.reply.send(Err(failed(&cause)));
+            }
+            for (repeat, _) in repeats {
+                let _ = repeat.reply.send(Err(failed(&cause)));
+            }
+            return;
         }
         timers_committed(ctx.name(), &unit);
-        if !unit.events.is_empty() {
+        let published = !unit.events.is_empty();
+        drop(unit);
+        if published {
             ctx.relay_wakeup.notify_one();
         }
         ctx.faults.command_committed().await;
-        let Effects { notifications, .. } = effects;
-        for n in notifications {
-            let _ = ctx.notifications.send(n);
+        let mut outcomes = Vec::with_capacity(applied.len());
+        for command in applied {
+            let AppliedCommand {
+                idempotency,
+                committed,
+                effects,
+                reply,
+                ..
+            } = command;
+            for n in effects.notifications {
+                let _ = ctx.notifications.send(n);
+            }
+            outcomes.push((idempotency, serde_json::to_value(&committed).ok()));
+            let _ = reply.send(Ok(committed));
         }
-        Ok(committed)
+        answer_repeats(repeats, &outcomes);
+    }
+
+    /// What every unit of commands needs first: keys of uncertain commits reloaded, and
+    /// quarantined keys tried again.
+    async fn prepare_commands(&self) -> Result<(), ProcessError> {
+        self.reload_uncertain().await?;
+        self.retry_quarantined().await
     }
 }
 
@@ -1321,7 +1514,7 @@ impl<D: Domain> Inner<D> {
                 let batch = BatchCommit {
                     domain: self.ctx.name(),
                     applied: ids.clone(),
-                    command: None,
+                    commands: Vec::new(),
                     entities: applied.writes,
                     events: applied.events,
                     fired_timers: ids,
@@ -1474,6 +1667,41 @@ fn replay<R: serde::de::DeserializeOwned>(
         "command retried with its idempotency key; answering the stored reply"
     );
     Ok(committed)
+}
+
+/// A command applied to its entity, waiting for its unit's commit.
+struct AppliedCommand<D: Domain> {
+    idempotency: Option<Idempotency>,
+    committed: Committed<D::Reply>,
+    effects: Effects,
+    write: EntityWrite,
+    traceparent: String,
+    reply: tokio::sync::oneshot::Sender<Result<Committed<D::Reply>, CommandError>>,
+}
+
+/// Answers the commands that repeated an idempotency key of an earlier command of their unit:
+/// with its committed reply (`outcomes`, by position) when it committed and the requests
+/// match, else as not committed (the client's retry finds the stored reply, if any).
+fn answer_repeats<D: Domain>(
+    repeats: Vec<(QueuedCommand<D>, usize)>,
+    outcomes: &[(Option<Idempotency>, Option<serde_json::Value>)],
+) {
+    for (repeat, first) in repeats {
+        let answer = match (outcomes.get(first), &repeat.msg.idempotency) {
+            (Some((Some(original), Some(reply))), Some(idempotency)) => replay(
+                CommandRecord {
+                    key: original.key.clone(),
+                    fingerprint: original.fingerprint.clone(),
+                    reply: reply.clone(),
+                },
+                idempotency,
+            ),
+            _ => Err(CommandError::NotCommitted(
+                "the command with the same idempotency key was not committed".into(),
+            )),
+        };
+        let _ = repeat.reply.send(answer);
+    }
 }
 
 /// Files the failures of a unit whose outcome is final: dead ones for the dead-letter stream,

@@ -16,8 +16,8 @@ pub struct BatchCommit<'a> {
     pub domain: &'a str,
     /// Envelope ids of the inputs applied by this unit, recorded for deduplication.
     pub applied: Vec<&'a str>,
-    /// The idempotency record of a command, stored with its effects.
-    pub command: Option<CommandRecord>,
+    /// The idempotency records of the unit's commands, stored with their effects.
+    pub commands: Vec<CommandRecord>,
     /// New states of the entities the unit changed.
     pub entities: Vec<EntityWrite>,
     /// Events emitted by the unit, each for its stream.
@@ -69,10 +69,10 @@ async fn write(conn: &mut AsyncPgConnection, batch: &BatchCommit<'_>) -> Result<
         // First, so a duplicate costs as little as possible before the rollback.
         applied::record(tx, batch.domain, &batch.applied).await?;
         timers::take_fired(tx, batch.domain, &batch.fired_timers).await?;
-        if let Some(command) = &batch.command
-            && !commands::record(tx, batch.domain, command).await?
-        {
-            return Err(StoreError::AlreadyApplied(vec![command.key.clone()]));
+        for command in &batch.commands {
+            if !commands::record(tx, batch.domain, command).await? {
+                return Err(StoreError::AlreadyApplied(vec![command.key.clone()]));
+            }
         }
         entities::upsert(tx, batch.domain, &batch.entities).await?;
         outbox::append(tx, batch.domain, &batch.events).await?;

@@ -102,3 +102,53 @@ async fn a_command_that_outlives_its_wait_answers_504_and_its_retry_applies_noth
     );
     assert_eq!(stock(&app, "SLOW").await, (5, 1), "applied once");
 }
+
+/// Commands that arrive together are committed together (one unit, one transaction): many on
+/// one key apply in turn and land as one write with every change; a refused one in their
+/// midst changes nothing and stops none of the others; copies of one idempotent request
+/// apply once and all get its reply.
+#[actix_web::test]
+async fn commands_committed_together_each_apply_once_in_order() {
+    use futures_util::StreamExt;
+    let app = spawn_app().await;
+    let outcomes: Vec<u16> = futures_util::stream::iter(0..120)
+        .map(|n| {
+            let app = &app;
+            async move {
+                // Every tenth would overflow on_hand: refused (409), whatever else is in its unit.
+                let delta = if n % 10 == 9 { i64::MAX } else { 1 };
+                adjust(app, "TOGETHER", delta, None).await.status().as_u16()
+            }
+        })
+        .buffer_unordered(40)
+        .collect()
+        .await;
+    assert_eq!(outcomes.iter().filter(|&&s| s == 200).count(), 108);
+    assert_eq!(outcomes.iter().filter(|&&s| s == 409).count(), 12);
+    assert_eq!(stock(&app, "TOGETHER").await, (108, 108));
+
+    let replies: Vec<(u16, bool, Value)> = futures_util::stream::iter(0..30)
+        .map(|_| {
+            let app = &app;
+            async move {
+                let response = adjust(app, "ONCE", 7, Some("same-request")).await;
+                let status = response.status().as_u16();
+                let replayed = response.headers().get("Idempotent-Replayed").is_some();
+                (status, replayed, response.json().await.unwrap())
+            }
+        })
+        .buffer_unordered(30)
+        .collect()
+        .await;
+    assert!(
+        replies.iter().all(|(status, _, _)| *status == 200),
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies.iter().filter(|(_, replayed, _)| !replayed).count(),
+        1,
+        "one applied, the others answered its reply"
+    );
+    assert!(replies.iter().all(|(_, _, body)| body == &replies[0].2));
+    assert_eq!(stock(&app, "ONCE").await, (7, 1));
+}
