@@ -110,11 +110,19 @@ pub struct Processor<D: Domain> {
 /// A command waiting for its unit, and where its outcome goes.
 struct QueuedCommand<D: Domain> {
     msg: ExecuteCommand<D>,
-    reply: tokio::sync::oneshot::Sender<Result<Committed<D::Reply>, CommandError>>,
+    reply: Reply<D>,
+    /// When it was queued: past the ask timeout its caller has answered 504 and left, and it is
+    /// dropped unapplied (504 allows either outcome; applying it late would only surprise).
+    queued: Instant,
 }
+
+/// Where a command's outcome goes.
+type Reply<D> = tokio::sync::oneshot::Sender<Result<Committed<<D as Domain>::Reply>, CommandError>>;
 
 /// Most commands one unit applies and commits together.
 const MAX_COMMANDS_PER_UNIT: usize = 256;
+/// Most commands waiting at once; beyond, a command is refused at once as not committed.
+const MAX_QUEUED_COMMANDS: usize = 4 * MAX_COMMANDS_PER_UNIT;
 
 /// Applies and commits the queued commands as one unit (see [`Inner::execute_all`]).
 struct RunCommands;
@@ -281,11 +289,22 @@ impl<D: Domain> Handler<ExecuteCommand<D>> for Processor<D> {
 
     fn handle(&mut self, msg: ExecuteCommand<D>, ctx: &mut Self::Context) -> Self::Result {
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        self.commands
-            .push_back(Box::new(QueuedCommand { msg, reply }));
-        if !self.commands_scheduled {
-            self.commands_scheduled = true;
-            ctx.notify(RunCommands);
+        if self.commands.len() >= MAX_QUEUED_COMMANDS {
+            let _ = reply.send(Err(CommandError::NotCommitted(
+                format!("{MAX_QUEUED_COMMANDS} commands are waiting already").into(),
+            )));
+        } else {
+            self.commands.push_back(Box::new(QueuedCommand {
+                msg,
+                reply,
+                queued: Instant::now(),
+            }));
+            if !self.commands_scheduled {
+                self.commands_scheduled = true;
+                // Through the mailbox, in turn with the stream batches: a notification would
+                // wait for an empty mailbox, which a domain catching up never has.
+                ctx.address().do_send(RunCommands);
+            }
         }
         Box::pin(async move {
             outcome.await.unwrap_or_else(|_| {
@@ -306,7 +325,7 @@ impl<D: Domain> Handler<RunCommands> for Processor<D> {
         if self.commands.is_empty() {
             self.commands_scheduled = false;
         } else {
-            ctx.notify(RunCommands);
+            ctx.address().do_send(RunCommands);
         }
         let inner = self.inner.clone();
         AtomicResponse::new(Box::pin(
@@ -1180,6 +1199,7 @@ impl<D: Domain> Inner<D> {
         }
         let mut unloadable: HashMap<String, String> = HashMap::new();
         let mut unready: HashMap<usize, String> = HashMap::new();
+        let loaded: Vec<usize> = keys.keys().copied().collect();
         for (p, keys) in keys {
             match self.ensure_loaded(p, keys).await {
                 Ok(refused) => unloadable.extend(refused),
@@ -1191,9 +1211,21 @@ impl<D: Domain> Inner<D> {
 
         let mut applied: Vec<AppliedCommand<D>> = Vec::new();
         let mut repeats: Vec<(QueuedCommand<D>, usize)> = Vec::new();
+        // Refusals decided on a state an earlier command of this unit left: final only if
+        // that state commits.
+        let mut held_refusals: Vec<(Reply<D>, CommandError)> = Vec::new();
         let mut touched: Vec<usize> = Vec::new();
-        for command in queued {
-            let QueuedCommand { msg, reply } = command;
+        let ask_timeout = ctx.runtime.ask_timeout();
+        let mut queued = queued.into_iter();
+        while let Some(command) = queued.next() {
+            let QueuedCommand {
+                msg,
+                reply,
+                queued: at,
+            } = command;
+            if at.elapsed() >= ask_timeout {
+                continue;
+            }
             let p = self.partition(&msg.key);
             if let Some(cause) = unready.get(&p) {
                 let _ = reply.send(Err(CommandError::NotCommitted(cause.clone().into())));
@@ -1212,7 +1244,14 @@ impl<D: Domain> Inner<D> {
                     .iter()
                     .position(|a| a.idempotency.as_ref().map(|i| &i.key) == Some(&idempotency.key))
                 {
-                    repeats.push((QueuedCommand { msg, reply }, first));
+                    repeats.push((
+                        QueuedCommand {
+                            msg,
+                            reply,
+                            queued: at,
+                        },
+                        first,
+                    ));
                     continue;
                 }
                 let stored = within(&ctx.db, ctx.commit_timeout, async |conn| {
@@ -1270,29 +1309,44 @@ impl<D: Domain> Inner<D> {
                     });
                 }
                 // Refused on a copy of the entity: nothing changed, nothing to undo.
-                Ok(Err(Failure::Handler(e))) => {
-                    let _ = reply.send(Err(CommandError::Domain(e)));
-                }
-                Ok(Err(Failure::Panicked(message))) => {
-                    tracing::error!(error = %message, "command handler panicked");
-                    let _ = reply.send(Err(CommandError::Panicked(message)));
-                }
-                Ok(Err(Failure::Unstorable(message))) => {
-                    let _ = reply.send(Err(CommandError::Unstorable(message)));
+                Ok(Err(failure)) => {
+                    let refusal = match failure {
+                        Failure::Handler(e) => CommandError::Domain(e),
+                        Failure::Panicked(message) => {
+                            tracing::error!(error = %message, "command handler panicked");
+                            CommandError::Panicked(message)
+                        }
+                        Failure::Unstorable(message) => CommandError::Unstorable(message),
+                    };
+                    if applied.iter().any(|a| a.write.key == msg.key) {
+                        held_refusals.push((reply, refusal));
+                    } else {
+                        let _ = reply.send(Err(refusal));
+                    }
                 }
                 Err(e) => {
-                    // The partition may still apply it: the settle queued behind it undoes
-                    // that and everything this unit applied, so none of it takes effect.
+                    // The partition may still apply it, after the settle below was dropped with
+                    // its own timeout: the keys it and this unit touched are reloaded from
+                    // Postgres before the next unit, so nothing of them takes effect.
                     if !touched.contains(&p) {
                         touched.push(p);
                     }
+                    if let Ok(mut uncertain) = self.uncertain.lock() {
+                        uncertain.insert(msg.key.clone());
+                        uncertain.extend(applied.iter().map(|a| a.write.key.clone()));
+                    }
                     self.settle(&touched, false).await;
-                    let cause = error_chain(&e);
+                    let cause = format!("an earlier command of its unit: {}", error_chain(&e));
                     let _ = reply.send(Err(CommandError::NotCommitted(Box::new(e))));
+                    let not_committed = || CommandError::NotCommitted(cause.clone().into());
                     for command in applied {
-                        let _ = command
-                            .reply
-                            .send(Err(CommandError::NotCommitted(cause.clone().into())));
+                        let _ = command.reply.send(Err(not_committed()));
+                    }
+                    for (reply, _) in held_refusals {
+                        let _ = reply.send(Err(not_committed()));
+                    }
+                    for rest in queued {
+                        let _ = rest.reply.send(Err(not_committed()));
                     }
                     answer_repeats(repeats, &[]);
                     return;
@@ -1300,6 +1354,8 @@ impl<D: Domain> Inner<D> {
             }
         }
         if applied.is_empty() {
+            // Unpins what was loaded for the unit; nothing changed.
+            self.settle(&loaded, false).await;
             answer_repeats(repeats, &[]);
             return;
         }
@@ -1315,13 +1371,23 @@ impl<D: Domain> Inner<D> {
                     }),
                     Err(e) => {
                         // Deterministic and not expected of a Serialize reply: the unit is
-                        // given up whole rather than committed without this record.
+                        // given up whole rather than committed without this record; only the
+                        // command whose reply it is was refused, the others were not committed.
                         self.settle(&touched, false).await;
-                        let cause = format!("a reply does not serialize: {e}");
+                        let culprit = idempotency.key.clone();
+                        let cause = format!("reply of another command does not serialize: {e}");
                         for command in applied {
-                            let _ = command
-                                .reply
-                                .send(Err(CommandError::Unstorable(cause.clone())));
+                            let answer = match &command.idempotency {
+                                Some(i) if i.key == culprit => {
+                                    CommandError::Unstorable(format!("reply: {e}"))
+                                }
+                                _ => CommandError::NotCommitted(cause.clone().into()),
+                            };
+                            let _ = command.reply.send(Err(answer));
+                        }
+                        for (reply, _) in held_refusals {
+                            let _ =
+                                reply.send(Err(CommandError::NotCommitted(cause.clone().into())));
                         }
                         answer_repeats(repeats, &[]);
                         return;
@@ -1340,6 +1406,8 @@ impl<D: Domain> Inner<D> {
                 None => entities.push(command.write.clone()),
             }
         }
+        // In key order, as units of stream entries write: writers lock rows in one order.
+        entities.sort_by(|a, b| a.key.cmp(&b.key));
         let own_stream = ctx.output_stream();
         let unit = BatchCommit {
             domain: ctx.name(),
@@ -1378,6 +1446,9 @@ impl<D: Domain> Inner<D> {
             for (repeat, _) in repeats {
                 let _ = repeat.reply.send(Err(failed(&cause)));
             }
+            for (reply, _) in held_refusals {
+                let _ = reply.send(Err(failed(&cause)));
+            }
             return;
         }
         timers_committed(ctx.name(), &unit);
@@ -1401,6 +1472,9 @@ impl<D: Domain> Inner<D> {
             }
             outcomes.push((idempotency, serde_json::to_value(&committed).ok()));
             let _ = reply.send(Ok(committed));
+        }
+        for (reply, refusal) in held_refusals {
+            let _ = reply.send(Err(refusal));
         }
         answer_repeats(repeats, &outcomes);
     }
@@ -1676,7 +1750,7 @@ struct AppliedCommand<D: Domain> {
     effects: Effects,
     write: EntityWrite,
     traceparent: String,
-    reply: tokio::sync::oneshot::Sender<Result<Committed<D::Reply>, CommandError>>,
+    reply: Reply<D>,
 }
 
 /// Answers the commands that repeated an idempotency key of an earlier command of their unit:

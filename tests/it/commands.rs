@@ -152,3 +152,68 @@ async fn commands_committed_together_each_apply_once_in_order() {
     assert!(replies.iter().all(|(_, _, body)| body == &replies[0].2));
     assert_eq!(stock(&app, "ONCE").await, (7, 1));
 }
+
+/// Commands are answered while the domain drains a backlog on two streams at once: their
+/// units take turns with the stream batches instead of waiting for the mailbox to empty.
+#[actix_web::test]
+async fn commands_are_answered_while_two_streams_drain_a_backlog() {
+    use crate::helpers::{Isolation, spawn_app_on};
+    let isolation = Isolation::new().await;
+    let mut conn = isolation.redis().await;
+    for (stream, kind, data) in [
+        (
+            "inventory.adjustments",
+            "stock.adjusted",
+            r#"{"delta":1,"warehouse":"w1"}"#,
+        ),
+        (
+            "reservations.requests",
+            "stock.restock_requested",
+            r#"{"order_id":"o","sku":"BACKLOG","quantity":1}"#,
+        ),
+    ] {
+        for chunk in 0..30 {
+            let mut pipe = redis::pipe();
+            for n in 0..1000 {
+                pipe.cmd("XADD")
+                    .arg(isolation.key(stream))
+                    .arg("*")
+                    .arg("id")
+                    .arg(format!("{stream}-{chunk}-{n}"))
+                    .arg("type")
+                    .arg(kind)
+                    .arg("key")
+                    .arg("BACKLOG")
+                    .arg("data")
+                    .arg(data)
+                    .ignore();
+            }
+            pipe.exec_async(&mut conn).await.unwrap();
+        }
+    }
+    let app = spawn_app_on(isolation, AppOptions::default()).await;
+    use futures_util::StreamExt;
+    let statuses: Vec<u16> = futures_util::stream::iter(0..20)
+        .map(|n| {
+            let app = &app;
+            async move {
+                adjust(app, &format!("CMD-{n}"), 1, None)
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let backlog = app
+        .inventory()
+        .stock("BACKLOG")
+        .await
+        .map_or(0, |s| s.on_hand);
+    assert!(
+        backlog < 60_000,
+        "the commands were answered before the backlog drained ({backlog} of 60000 applied)"
+    );
+}
