@@ -235,15 +235,6 @@ pub async fn prepare_relay_session(
     diesel::sql_query(format!("SET statement_timeout = {ms}"))
         .execute(conn)
         .await?;
-    // The session's writes need not wait for their WAL flush: marking rows published, and
-    // deleting rows past retention, may be lost in a Postgres crash without harm. Redis's
-    // marker says what was published; the relay compares it with the outbox when it starts
-    // and marks again what the marker covers, never publishing it twice (the crash point
-    // `after_publish_before_mark` tests exactly this). It saves one fsync per publication,
-    // on every hop of a saga.
-    diesel::sql_query("SET synchronous_commit = off")
-        .execute(conn)
-        .await?;
     // Best effort: servers before Postgres 14 lack the connection check, and keepalives do not
     // apply to Unix sockets.
     for setting in [
