@@ -98,6 +98,15 @@ async fn a_change_based_on_a_stale_read_is_refused() {
         .unwrap();
     assert_eq!(unconditional.status(), 200);
 
+    let cleared = customers
+        .patch(&alice.id, &json!({"name": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 422, "null does not mean keep, nor clear");
+    let body: Value = cleared.json().await.unwrap();
+    assert_eq!(body["error"]["details"]["fields"][0]["field"], "name");
+
     let bad_tag = customers
         .patch(&alice.id, &json!({"name": "B"}))
         .header("If-Match", "W/\"3\"")
