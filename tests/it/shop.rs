@@ -261,6 +261,33 @@ async fn five_hundred_orders_racing_for_a_hundred_units_sell_exactly_a_hundred()
     assert_eq!((confirmed, short), (100, 400));
     let stock = app.inventory().stock("HOT").await.unwrap();
     assert_eq!((stock.on_hand, stock.reserved, stock.available), (0, 0, 0));
+
+    // The list filters by status and customer, and pages through the matches.
+    let orders = app.orders();
+    let confirmed = orders
+        .page(&[("status", "confirmed"), ("limit", "1000")])
+        .await;
+    assert_eq!(confirmed.items.len(), 100);
+    assert!(
+        confirmed
+            .items
+            .iter()
+            .all(|o| o.status == OrderStatus::Confirmed)
+    );
+    let theirs = orders
+        .page(&[("customer_id", customers[3].as_str()), ("limit", "7")])
+        .await;
+    assert_eq!(theirs.items.len(), 7);
+    assert!(theirs.items.iter().all(|o| o.customer_id == customers[3]));
+    let rest = orders
+        .page(&[
+            ("customer_id", customers[3].as_str()),
+            ("limit", "1000"),
+            ("after", theirs.next_after.as_deref().unwrap()),
+        ])
+        .await;
+    assert_eq!(theirs.items.len() + rest.items.len(), 20, "20 orders each");
+    assert_eq!(rest.next_after, None);
 }
 
 /// The whole saga while the real process is killed with SIGKILL at random moments and
