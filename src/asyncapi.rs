@@ -59,6 +59,9 @@ pub struct DomainEvents {
     pub input_schema: EnumSchema,
     /// Its output enum.
     pub output_schema: EnumSchema,
+    /// Output types with one home stream ([`crate::domain::Domain::output_stream_of`]):
+    /// `(event type, stream)`; the others may go on each of `outputs`.
+    pub output_homes: Vec<(String, String)>,
 }
 
 /// A schema name two domains use for different schemas, if any.
@@ -130,6 +133,13 @@ pub fn document(domains: &[DomainEvents], version: &str) -> Value {
             let messages = channels.entry(output.clone()).or_default();
             let mut refs = Vec::new();
             for (event_type, data) in &variants {
+                let homed_elsewhere = d
+                    .output_homes
+                    .iter()
+                    .any(|(t, home)| t == event_type && home != output);
+                if homed_elsewhere {
+                    continue;
+                }
                 let summary = format!("Emitted by {}", d.domain);
                 messages
                     .entry(event_type.clone())

@@ -200,6 +200,15 @@ where
             outputs: crate::domain::output_streams(self.domain.as_ref()),
             input_schema: EnumSchema::of::<D::Event>(),
             output_schema: EnumSchema::of::<D::Output>(),
+            output_homes: crate::domain::EventCatalogue::of::<D>()
+                .map(|catalogue| catalogue.outputs)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|event_type| {
+                    let home = self.domain.output_stream_of(event_type)?;
+                    Some((event_type.to_string(), home))
+                })
+                .collect(),
         }
     }
 

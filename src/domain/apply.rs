@@ -196,6 +196,16 @@ fn run<D: Domain, R>(
             emitted.stream.as_deref().unwrap_or_default()
         )));
     }
+    if let Some((emitted, home)) = away_from_home(domain, &effects.emitted) {
+        return Err(Failure::Unstorable(format!(
+            "emitted {} to stream {:?}; the domain publishes it on {home:?} only",
+            emitted.event_type,
+            emitted
+                .stream
+                .as_deref()
+                .unwrap_or(&super::output_stream(domain.name()))
+        )));
+    }
     for emitted in &effects.emitted {
         validate_key(&emitted.key, limits.max_key_bytes).map_err(|e| {
             Failure::Unstorable(format!("emitted {} for key that {e}", emitted.event_type))
@@ -243,6 +253,22 @@ fn undeclared_stream<'a, D: Domain>(domain: &D, emitted: &'a [Emitted]) -> Optio
         !declared
             .iter()
             .any(|d| Some(d.as_str()) == e.stream.as_deref())
+    })
+}
+
+/// The first event emitted to another stream than its type's home
+/// ([`Domain::output_stream_of`]), with that home.
+fn away_from_home<'a, D: Domain>(
+    domain: &D,
+    emitted: &'a [Emitted],
+) -> Option<(&'a Emitted, String)> {
+    emitted.iter().find_map(|e| {
+        let home = domain.output_stream_of(&e.event_type)?;
+        let stream = e
+            .stream
+            .clone()
+            .unwrap_or_else(|| super::output_stream(domain.name()));
+        (stream != home).then_some((e, home))
     })
 }
 

@@ -125,6 +125,17 @@ pub trait Domain: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The one stream an output type is published on, for a domain with extra outputs whose
+    /// types each have a home (`stock.hold_requested` only on `reservations.requests`, say):
+    /// `<name>.events` or one of [`extra_outputs`](Domain::extra_outputs). `None`, the
+    /// default, lets the type go to every stream the domain declares. A named home is enforced
+    /// (an event of the type emitted elsewhere fails its input as unstorable) and the event
+    /// catalogue lists the type on that stream only.
+    fn output_stream_of(&self, event_type: &str) -> Option<String> {
+        let _ = event_type;
+        None
+    }
+
     /// The entity an event applies to. By default the envelope's `key`; override it to route
     /// by a field of the event instead (a payment event handled per order, say). Whatever it
     /// returns decides the partition, so a key's events still apply in stream order.

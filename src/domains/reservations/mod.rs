@@ -237,6 +237,15 @@ impl Domain for Reservations {
         vec![REQUESTS_STREAM]
     }
 
+    /// Outcomes for the order's domains on `reservations.events`, requests for inventory on
+    /// `reservations.requests`.
+    fn output_stream_of(&self, event_type: &str) -> Option<String> {
+        Some(match event_type {
+            "stock.reserved" | "stock.rejected" => crate::domain::output_stream(self.name()),
+            _ => REQUESTS_STREAM.to_owned(),
+        })
+    }
+
     /// One reservation per order: inventory's answers are keyed by order already, and so are
     /// the order events; routing by the field makes it so whatever the envelope says.
     fn entity_key<'a>(&self, _: &'a str, event: &'a ReservationsInput) -> Cow<'a, str> {
@@ -582,6 +591,66 @@ mod tests {
                 .emitted
                 .is_empty()
         );
+    }
+
+    /// Reservations with one mistake: it sends its outcome to the requests stream.
+    struct Misrouting;
+
+    impl Domain for Misrouting {
+        type State = Reservation;
+        type Event = ReservationsInput;
+        type Output = ReservationsOutput;
+        type Timer = NoEvents;
+        type Command = std::convert::Infallible;
+        type Reply = ();
+
+        fn name(&self) -> &'static str {
+            Reservations.name()
+        }
+        fn subscriptions(&self) -> Vec<Subscription> {
+            Reservations.subscriptions()
+        }
+        fn extra_outputs(&self) -> Vec<&'static str> {
+            Reservations.extra_outputs()
+        }
+        fn output_stream_of(&self, event_type: &str) -> Option<String> {
+            Reservations.output_stream_of(event_type)
+        }
+        fn handle(
+            &self,
+            _: &mut Reservation,
+            _: ReservationsInput,
+            ctx: &mut Context<ReservationsOutput>,
+        ) -> Result<(), DomainError> {
+            let order_id = ctx.key().to_owned();
+            ctx.emit_to(
+                REQUESTS_STREAM,
+                "A",
+                ReservationsOutput::Reserved(StockReserved {
+                    order_id,
+                    customer_id: "c1".into(),
+                    total_cents: 1,
+                    at: ctx.input().timestamp,
+                }),
+            );
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_type_emitted_away_from_its_home_stream_fails_its_input() {
+        let mut kit = TestKit::new(Misrouting);
+        let failed = kit.when(placed("o1", &[("A", 1)]));
+        assert!(
+            matches!(
+                &failed,
+                Err(crate::domain::testkit::TestFailure::Failed(
+                    crate::domain::Failure::Unstorable(why)
+                )) if why.contains("reservations.events")
+            ),
+            "{failed:?}"
+        );
+        assert!(kit.state("o1").is_none(), "nothing applied");
     }
 
     #[test]
