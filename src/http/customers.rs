@@ -19,9 +19,6 @@ use crate::domains::customers::{
 };
 use crate::registry::DomainRoutes;
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 /// A customer as the API shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -345,13 +342,7 @@ pub async fn list_customers(
     state: web::Data<AppState>,
     query: web::Query<CustomerQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: format!("limit must be between 1 and {MAX_LIMIT}"),
-        });
-    }
+    let limit = super::paging::limit(query.limit)?;
     if let Some(after) = &query.after {
         valid_id(after)?;
     }

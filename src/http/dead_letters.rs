@@ -9,8 +9,6 @@ use super::{ApiError, AppState};
 use crate::streams::dead_letter::{self, Replayed};
 use crate::streams::entry::EntryId;
 
-const MAX_LIMIT: usize = 1000;
-
 /// Query of the list endpoint.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -59,13 +57,7 @@ pub async fn list(
     query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
     known_stream(&state, &stream)?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: format!("limit must be between 1 and {MAX_LIMIT}"),
-        });
-    }
+    let limit = super::paging::limit(query.limit)?;
     let after = query.after.as_deref().map(entry_id).transpose()?;
     let mut redis = state.redis.manager();
     let items = dead_letter::list(

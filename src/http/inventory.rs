@@ -16,9 +16,6 @@ use crate::domains::inventory::{
 };
 use crate::registry::DomainRoutes;
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 /// Stock of one SKU as the API shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StockView {
@@ -161,13 +158,7 @@ pub async fn list_stock(
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: format!("limit must be between 1 and {MAX_LIMIT}"),
-        });
-    }
+    let limit = super::paging::limit(query.limit)?;
     let page = inventory(&state)?
         .list(query.after.as_deref(), limit)
         .await?;

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod orders;
+pub mod paging;
 pub mod payments;
 pub mod preconditions;
 pub mod request_telemetry;

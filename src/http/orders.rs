@@ -21,9 +21,6 @@ use crate::domains::orders::{
 };
 use crate::registry::DomainRoutes;
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 /// An order as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -318,13 +315,7 @@ pub async fn list_orders(
     state: web::Data<AppState>,
     query: web::Query<OrderQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: format!("limit must be between 1 and {MAX_LIMIT}"),
-        });
-    }
+    let limit = super::paging::limit(query.limit)?;
     for id in [&query.after, &query.customer_id].into_iter().flatten() {
         valid_id(id)?;
     }
