@@ -1209,6 +1209,18 @@ impl<D: Domain> Inner<D> {
             }
         }
 
+        // The stored replies of the unit's idempotency keys, in one query.
+        let mut idempotency_keys: Vec<String> = queued
+            .iter()
+            .filter_map(|c| c.msg.idempotency.as_ref().map(|i| i.key.clone()))
+            .collect();
+        idempotency_keys.sort_unstable();
+        idempotency_keys.dedup();
+        let stored = within(&ctx.db, ctx.commit_timeout, async |conn| {
+            commands::find_many(conn, ctx.name(), &idempotency_keys).await
+        })
+        .await
+        .map_err(|e| error_chain(&e));
         let mut applied: Vec<AppliedCommand<D>> = Vec::new();
         let mut repeats: Vec<(QueuedCommand<D>, usize)> = Vec::new();
         // Refusals decided on a state an earlier command of this unit left: final only if
@@ -1254,18 +1266,15 @@ impl<D: Domain> Inner<D> {
                     ));
                     continue;
                 }
-                let stored = within(&ctx.db, ctx.commit_timeout, async |conn| {
-                    commands::find(conn, ctx.name(), &idempotency.key).await
-                })
-                .await;
-                match stored {
-                    Ok(Some(record)) => {
-                        let _ = reply.send(replay(record, idempotency));
-                        continue;
+                match &stored {
+                    Ok(records) => {
+                        if let Some(record) = records.get(&idempotency.key) {
+                            let _ = reply.send(replay(record.clone(), idempotency));
+                            continue;
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = reply.send(Err(CommandError::NotCommitted(Box::new(e))));
+                    Err(cause) => {
+                        let _ = reply.send(Err(CommandError::NotCommitted(cause.clone().into())));
                         continue;
                     }
                 }

@@ -2,7 +2,7 @@
 //! so that a retry gets the original reply and applies nothing.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{Jsonb, Text};
+use diesel::sql_types::{Array, Jsonb, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::StoreError;
@@ -39,30 +39,41 @@ pub async fn record(
 }
 
 #[derive(QueryableByName)]
-struct Stored {
+struct StoredKeyed {
+    #[diesel(sql_type = Text)]
+    idempotency_key: String,
     #[diesel(sql_type = Text)]
     fingerprint: String,
     #[diesel(sql_type = Jsonb)]
     reply: serde_json::Value,
 }
 
-/// The stored record of `key`, if any.
-pub async fn find(
+/// The stored records of `keys`, by key, in one query (a unit of commands asks once).
+pub async fn find_many(
     conn: &mut AsyncPgConnection,
     domain: &str,
-    key: &str,
-) -> Result<Option<CommandRecord>, StoreError> {
-    let found: Vec<Stored> = diesel::sql_query(
-        "SELECT fingerprint, reply FROM troupe_command_reply \
-         WHERE domain = $1 AND idempotency_key = $2",
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, CommandRecord>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<StoredKeyed> = diesel::sql_query(
+        "SELECT idempotency_key, fingerprint, reply FROM troupe_command_reply \
+         WHERE domain = $1 AND idempotency_key = ANY($2)",
     )
     .bind::<Text, _>(domain)
-    .bind::<Text, _>(key)
+    .bind::<Array<Text>, _>(keys)
     .load(conn)
     .await?;
-    Ok(found.into_iter().next().map(|s| CommandRecord {
-        key: key.to_owned(),
-        fingerprint: s.fingerprint,
-        reply: s.reply,
-    }))
+    Ok(found
+        .into_iter()
+        .map(|s| {
+            let record = CommandRecord {
+                key: s.idempotency_key.clone(),
+                fingerprint: s.fingerprint,
+                reply: s.reply,
+            };
+            (s.idempotency_key, record)
+        })
+        .collect())
 }
