@@ -28,6 +28,7 @@ use crate::asyncapi::{self, DomainEvents, EnumSchema};
 use crate::domain::{Configurable, Domain};
 use crate::settings::{self, DomainsSettings, Settings};
 use crate::streams::RedisClients;
+use crate::ws::TopicSource;
 
 /// The HTTP face of a domain: its routes and their OpenAPI description. Implemented next to
 /// the handlers (in `crate::http`), so that domain code stays free of actix.
@@ -99,6 +100,16 @@ pub enum RegistryError {
         /// What is wrong.
         problem: String,
     },
+    /// A topic kind is malformed or published by two domains.
+    #[error("domain {domain}: topic kind {kind:?}: {problem}")]
+    TopicKind {
+        /// The domain declaring it.
+        domain: &'static str,
+        /// The kind.
+        kind: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     /// A domain did not start.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -113,6 +124,8 @@ trait Entry: Send + Sync {
     fn routes(&self) -> &dyn DomainRoutes;
     fn events(&self) -> DomainEvents;
     fn domain_type(&self) -> std::any::TypeId;
+    /// The real-time topics it publishes, if any.
+    fn topic_source(&self) -> Option<TopicSource>;
     /// Whether `section` (`[domains.<name>]`, `None` when absent) configures this domain.
     fn check_section(&self, section: Option<&serde_json::Value>) -> Result<(), String>;
     fn start<'a>(&'a self, settings: &'a Settings, redis: &'a RedisClients) -> StartFuture<'a>;
@@ -187,6 +200,10 @@ where
 
     fn domain_type(&self) -> std::any::TypeId {
         std::any::TypeId::of::<D>()
+    }
+
+    fn topic_source(&self) -> Option<TopicSource> {
+        TopicSource::of(self.domain.clone())
     }
 
     fn check_section(&self, section: Option<&serde_json::Value>) -> Result<(), String> {
@@ -292,6 +309,30 @@ impl Registry {
         self.serve(domain, NoRoutes)
     }
 
+    /// Where each topic kind comes from: one source per domain that publishes topics,
+    /// whether this instance runs the domain or not (its clients may watch any).
+    pub fn topic_sources(&self) -> Vec<TopicSource> {
+        self.entries.iter().filter_map(|e| e.topic_source()).collect()
+    }
+
+    fn check_topics(&self) -> Result<(), RegistryError> {
+        let sources = self.topic_sources();
+        for (i, source) in sources.iter().enumerate() {
+            for kind in source.kinds() {
+                let refuse = |problem: String| RegistryError::TopicKind {
+                    domain: source.domain(),
+                    kind,
+                    problem,
+                };
+                crate::ws::topics::check_kind(kind).map_err(refuse)?;
+                if let Some(other) = sources[..i].iter().find(|s| s.kinds().contains(kind)) {
+                    return Err(refuse(format!("{} publishes it already", other.domain())));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The registered domains' names, in registration order.
     pub fn names(&self) -> Vec<&'static str> {
         self.entries.iter().map(|e| e.name()).collect()
@@ -337,6 +378,7 @@ impl Registry {
             return Err(RegistryError::SchemaConflict(name));
         }
         check_outputs(&events)?;
+        self.check_topics()?;
         match enabled.iter().find(|e| !names.contains(&e.as_str())) {
             Some(name) => Err(RegistryError::Unknown {
                 name: name.clone(),

@@ -52,9 +52,58 @@ pub struct Settings {
     pub domains: DomainsSettings,
     /// How domains consume, process and publish.
     pub runtime: RuntimeSettings,
+    /// Real-time delivery over WebSocket (`GET /ws`).
+    #[serde(default)]
+    pub ws: WsSettings,
     /// Fault injection for crash testing (off by default).
     #[serde(default)]
     pub faults: FaultSettings,
+}
+
+/// Real-time delivery over WebSocket (`GET /ws`); see `docs/websocket.md`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsSettings {
+    /// The server pings every client this often, and closes a connection that sent no pong
+    /// for twice as long.
+    pub heartbeat_seconds: u64,
+    /// Messages waiting to be written to one client. A client that lets it fill (it reads
+    /// too slowly) is disconnected with close code 1008, so it never holds up the others.
+    pub send_queue: usize,
+    /// Largest frame a client may send, in bytes (close code 1009 beyond it).
+    pub max_frame_bytes: usize,
+    /// Topics one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// Connections one instance accepts; more are refused with 503 `too_many_connections`.
+    pub max_connections: usize,
+    /// Most stream entries one `since` replay scans; beyond it the client gets `too_old`.
+    pub replay_max_entries: usize,
+    /// Entries per XREAD of the topic streams.
+    pub read_count: usize,
+    /// How long one XREAD of the topic streams waits for new entries.
+    pub read_block_ms: u64,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_seconds: 15,
+            send_queue: 256,
+            max_frame_bytes: 16 * 1024,
+            max_subscriptions: 100,
+            max_connections: 10_000,
+            replay_max_entries: 100_000,
+            read_count: 1000,
+            read_block_ms: 1000,
+        }
+    }
+}
+
+impl WsSettings {
+    /// The ping interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_seconds)
+    }
 }
 
 /// How domains consume, process and publish.
@@ -490,6 +539,14 @@ impl Settings {
                 self.runtime.max_entities_in_memory as u64,
             ),
             ("runtime.timer_poll_ms", self.runtime.timer_poll_ms),
+            ("ws.heartbeat_seconds", self.ws.heartbeat_seconds),
+            ("ws.send_queue", self.ws.send_queue as u64),
+            ("ws.max_frame_bytes", self.ws.max_frame_bytes as u64),
+            ("ws.max_subscriptions", self.ws.max_subscriptions as u64),
+            ("ws.max_connections", self.ws.max_connections as u64),
+            ("ws.replay_max_entries", self.ws.replay_max_entries as u64),
+            ("ws.read_count", self.ws.read_count as u64),
+            ("ws.read_block_ms", self.ws.read_block_ms),
             ("runtime.timer_batch", self.runtime.timer_batch as u64),
         ];
         for (key, value) in positive {

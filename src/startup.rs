@@ -15,6 +15,7 @@ use crate::settings::Settings;
 use crate::store::{self, StoreError};
 use crate::streams::{RedisClients, StreamError};
 use crate::telemetry;
+use crate::ws::Hub;
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,7 @@ pub struct Application {
     port: u16,
     server: Server,
     domains: Arc<RunningDomains>,
+    hub: Arc<Hub>,
     grace: Duration,
 }
 
@@ -73,6 +75,14 @@ impl Application {
             .port();
 
         let domains = Arc::new(registry.start(&settings, &redis).await?);
+        let hub = match Hub::start(registry.topic_sources(), &settings, redis.clone()).await {
+            Ok(hub) => hub,
+            Err(e) => {
+                domains.abort();
+                return Err(e.into());
+            }
+        };
+        let hub_data = web::Data::new(hub.clone());
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             redis,
@@ -86,6 +96,7 @@ impl Application {
             App::new()
                 .wrap(from_fn(request_telemetry::track))
                 .app_data(state.clone())
+                .app_data(hub_data.clone())
                 .configure(|cfg| http::configure(cfg, json_limit, &registry, &documents))
         })
         .shutdown_timeout(settings.http.shutdown_grace_seconds)
@@ -116,6 +127,7 @@ impl Application {
             port,
             server: server.run(),
             domains,
+            hub,
             grace,
         })
     }
@@ -125,6 +137,7 @@ impl Application {
         Stopper {
             server: self.server.handle(),
             domains: self.domains.clone(),
+            hub: self.hub.clone(),
         }
     }
 
@@ -154,6 +167,9 @@ impl Application {
                         std::process::exit(130);
                     }
                 });
+                // WebSocket sessions never finish by themselves: close them (1001) first, so
+                // the graceful stop below does not wait out its grace for them.
+                self.hub.shutdown();
                 // The command is sent on the call; the server future, polled here, carries it out.
                 drop(handle.stop(true));
                 server.await
@@ -170,11 +186,13 @@ impl Application {
 pub struct Stopper {
     server: actix_web::dev::ServerHandle,
     domains: Arc<RunningDomains>,
+    hub: Arc<Hub>,
 }
 
 impl Stopper {
     /// Stops at once, as a crash would (used by tests when they end).
     pub fn abort(&self) {
+        self.hub.shutdown();
         drop(self.server.stop(false));
         self.domains.abort();
     }

@@ -105,6 +105,12 @@ pub fn decode_event<D: Domain>(
     if !handled_types.contains(&event_type) {
         return Err(MalformedEntry::UnknownType(event_type.to_owned()));
     }
+    decode_tagged(event_type, data)
+}
+
+/// Decodes an envelope's `type` and `data` into an adjacently tagged enum (a domain's
+/// [`Domain::Output`], say, when reading back what it emitted).
+pub fn decode_tagged<T: DeserializeOwned>(event_type: &str, data: &str) -> Result<T, MalformedEntry> {
     let data: Value =
         serde_json::from_str(data).map_err(|e| MalformedEntry::InvalidJson(e.to_string()))?;
     let mut tagged = Map::with_capacity(2);

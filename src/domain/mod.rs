@@ -75,7 +75,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use apply::{
-    Applied, Failure, Target, apply_command, apply_event, apply_timer, decode_event, route,
+    Applied, Failure, Target, apply_command, apply_event, apply_timer, decode_event, decode_tagged,
+    route,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{
@@ -134,6 +135,22 @@ pub trait Domain: Send + Sync + 'static {
     fn output_stream_of(&self, event_type: &str) -> Option<String> {
         let _ = event_type;
         None
+    }
+
+    /// The kinds of real-time topic this domain's events concern (`&["customer", "order"]`):
+    /// a topic is `<kind>:<id>`, and WebSocket clients subscribe to topics. A kind belongs to
+    /// one domain (the registry refuses two), whose `<name>.events` stream is the topic's
+    /// history: clients resume from an event id of it. Empty, the default, publishes none.
+    fn topic_kinds(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The topics an event this domain emitted on `<name>.events` concerns (`customer:42`),
+    /// each of a kind in [`topic_kinds`](Domain::topic_kinds); `key` is the entry's key. Every
+    /// instance delivers the event to its clients subscribed to them, in stream order.
+    fn topics(&self, key: &str, event: &Self::Output) -> Vec<String> {
+        let _ = (key, event);
+        Vec::new()
     }
 
     /// The entity an event applies to. By default the envelope's `key`; override it to route

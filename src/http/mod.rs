@@ -19,6 +19,7 @@ pub mod preconditions;
 pub mod request_telemetry;
 pub mod routes;
 pub mod validation;
+pub mod ws;
 
 pub use error::ApiError;
 
@@ -84,6 +85,7 @@ pub fn configure(
     .service(health::live)
     .service(health::ready)
     .service(metrics::render)
+    .service(ws::upgrade)
     .service(dead_letters::list)
     .service(dead_letters::replay)
     .service(dead_letters::discard)

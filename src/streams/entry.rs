@@ -143,6 +143,29 @@ pub fn parse_read_reply(value: Value) -> Result<Vec<StreamEntry>, String> {
     }
 }
 
+/// Parses an `XREAD` reply over several streams: each stream's key with its entries.
+pub fn parse_multi_read_reply(value: Value) -> Result<Vec<(String, Vec<StreamEntry>)>, String> {
+    let pairs: Vec<(Value, Value)> = match value {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|stream| match stream {
+                Value::Array(pair) if pair.len() == 2 => {
+                    let mut pair = pair.into_iter();
+                    Ok((pair.next().unwrap_or(Value::Nil), pair.next().unwrap_or(Value::Nil)))
+                }
+                _ => Err("expected [key, entries]".to_owned()),
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Map(streams) => streams,
+        other => return Err(format!("unexpected XREAD reply {other:?}")),
+    };
+    pairs
+        .into_iter()
+        .map(|(key, entries)| Ok((text(key)?, parse_entries(entries)?)))
+        .collect()
+}
+
 pub(crate) fn text(value: Value) -> Result<String, String> {
     match value {
         Value::BulkString(b) => String::from_utf8(b).map_err(|_| "field name is not UTF-8".into()),

@@ -67,6 +67,17 @@ pub const TIMER_LATENESS_SECONDS: &str = "troupe_timer_lateness_seconds";
 /// Gauge: live timers due and not yet fired, by `domain`.
 pub const TIMERS_DUE: &str = "troupe_timers_due";
 
+/// Gauge: open WebSocket connections on this instance.
+pub const WS_CONNECTIONS: &str = "troupe_ws_connections";
+/// Counter: event frames sent to WebSocket clients.
+pub const WS_MESSAGES_SENT_TOTAL: &str = "troupe_ws_messages_sent_total";
+/// Counter: WebSocket connections closed or refused by the server, and client messages
+/// refused, by `reason` (`slow_client`, `heartbeat_timeout`, `connection_limit`,
+/// `frame_too_large`, `protocol_error`, `invalid_message`).
+pub const WS_DROPPED_TOTAL: &str = "troupe_ws_dropped_total";
+/// Histogram: from an event's timestamp to its frame being handed to the client's socket.
+pub const WS_DELIVERY_SECONDS: &str = "troupe_ws_delivery_seconds";
+
 /// Route label for requests that matched no route, so unknown paths cannot grow the label set.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -198,6 +209,20 @@ fn describe() {
         "How long after it was due a timer's firing committed."
     );
     metrics::describe_gauge!(TIMERS_DUE, "Live timers due and not yet fired.");
+    metrics::describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
+    metrics::describe_counter!(
+        WS_MESSAGES_SENT_TOTAL,
+        "Event frames sent to WebSocket clients."
+    );
+    metrics::describe_counter!(
+        WS_DROPPED_TOTAL,
+        "WebSocket connections closed or refused by the server, and client messages refused, by reason."
+    );
+    metrics::describe_histogram!(
+        WS_DELIVERY_SECONDS,
+        metrics::Unit::Seconds,
+        "From an event's timestamp to its frame being sent to a WebSocket client."
+    );
     metrics::describe_counter!(
         ENTITY_EVICTIONS_TOTAL,
         "Entities evicted from memory, by reason (idle, capacity)."

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::domain::{Context, Domain, DomainError, NoEvents, Subscription};
 
@@ -136,6 +135,10 @@ pub enum InventoryOutput {
     /// A SKU's available stock rose above zero again.
     #[serde(rename = "stock.replenished")]
     StockReplenished(StockLevel),
+    /// A SKU's stock changed: every adjustment, count, hold, release, sale and restock
+    /// (keyed by the SKU; what `sku:<sku>` WebSocket subscribers receive).
+    #[serde(rename = "stock.changed")]
+    StockChanged(StockChanged),
     /// A hold was granted (keyed by the order).
     #[serde(rename = "stock.held")]
     Held(LineHeld),
@@ -168,6 +171,40 @@ pub struct LineShort {
     pub requested: i64,
     /// Units that were available.
     pub available: i64,
+}
+
+/// The data of `stock.changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockChanged {
+    /// The SKU.
+    pub sku: String,
+    /// Units on hand now.
+    pub on_hand: i64,
+    /// Units held for orders now.
+    pub reserved: i64,
+    /// `on_hand - reserved`.
+    pub available: i64,
+    /// What changed it.
+    pub change: StockChange,
+}
+
+/// What changed a SKU's stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StockChange {
+    /// `stock.adjusted` or `POST …/adjustments`.
+    Adjustment,
+    /// `PUT /api/v1/inventory/{sku}`.
+    Count,
+    /// Units held for an order.
+    Hold,
+    /// An order's hold given back.
+    Release,
+    /// An order's hold sold.
+    Commit,
+    /// Units of a cancelled order back in stock.
+    Restock,
 }
 
 /// The data of `stock.depleted` and `stock.replenished`.
@@ -215,6 +252,22 @@ impl Domain for Inventory {
         ]
     }
 
+    fn topic_kinds(&self) -> &'static [&'static str] {
+        &["sku"]
+    }
+
+    fn topics(&self, _key: &str, event: &InventoryOutput) -> Vec<String> {
+        match event {
+            InventoryOutput::StockChanged(StockChanged { sku, .. })
+            | InventoryOutput::StockDepleted(StockLevel { sku, .. })
+            | InventoryOutput::StockReplenished(StockLevel { sku, .. }) => {
+                vec![format!("sku:{sku}")]
+            }
+            // Keyed by the order: the order's own notifications tell its watchers.
+            InventoryOutput::Held(_) | InventoryOutput::Short(_) => Vec::new(),
+        }
+    }
+
     fn handle(
         &self,
         stock: &mut Stock,
@@ -224,13 +277,13 @@ impl Domain for Inventory {
         match event {
             InventoryEvent::StockAdjusted(adjustment) => adjust(stock, &adjustment, ctx),
             InventoryEvent::HoldRequested(request) => hold(stock, request, ctx),
-            InventoryEvent::ReleaseRequested(request) => changing(stock, ctx, "release", |stock| {
+            InventoryEvent::ReleaseRequested(request) => changing(stock, ctx, StockChange::Release, |stock| {
                 if let Some(held) = stock.holds.remove(&request.order_id) {
                     stock.reserved -= held;
                 }
                 Ok(())
             }),
-            InventoryEvent::CommitRequested(request) => changing(stock, ctx, "commit", |stock| {
+            InventoryEvent::CommitRequested(request) => changing(stock, ctx, StockChange::Commit, |stock| {
                 if let Some(held) = stock.holds.remove(&request.order_id) {
                     stock.reserved -= held;
                     stock.on_hand -= held;
@@ -239,7 +292,7 @@ impl Domain for Inventory {
             }),
             InventoryEvent::RestockRequested(request) => {
                 positive(request.quantity)?;
-                changing(stock, ctx, "restock", |stock| {
+                changing(stock, ctx, StockChange::Restock, |stock| {
                     stock.on_hand = stock
                         .on_hand
                         .checked_add(request.quantity)
@@ -285,7 +338,7 @@ impl Domain for Inventory {
                         ),
                     });
                 }
-                changing(stock, ctx, "count", |stock| {
+                changing(stock, ctx, StockChange::Count, |stock| {
                     stock.on_hand = on_hand;
                     Ok(())
                 })?;
@@ -335,7 +388,7 @@ fn hold(
         );
         return Ok(());
     }
-    changing(stock, ctx, "hold", |stock| {
+    changing(stock, ctx, StockChange::Hold, |stock| {
         stock.holds.insert(order_id.clone(), quantity);
         stock.reserved += quantity;
         Ok(())
@@ -351,26 +404,25 @@ fn hold(
     Ok(())
 }
 
-/// Applies `change`, then announces a crossing of zero and notifies the SKU's watchers.
+/// Applies `change`, then announces a crossing of zero and the new level.
 fn changing(
     stock: &mut Stock,
     ctx: &mut Context<InventoryOutput>,
-    what: &str,
+    what: StockChange,
     change: impl FnOnce(&mut Stock) -> Result<(), DomainError>,
 ) -> Result<(), DomainError> {
     let was_available = stock.available() > 0;
     change(stock)?;
-    announce(stock, was_available, ctx);
-    let sku = ctx.key().to_owned();
-    ctx.notify(
-        &format!("inventory/{sku}"),
-        json!({ "sku": sku, "on_hand": stock.on_hand, "reserved": stock.reserved,
-                "available": stock.available(), "change": what }),
-    );
+    announce(stock, was_available, what, ctx);
     Ok(())
 }
 
-fn announce(stock: &Stock, was_available: bool, ctx: &mut Context<InventoryOutput>) {
+fn announce(
+    stock: &Stock,
+    was_available: bool,
+    what: StockChange,
+    ctx: &mut Context<InventoryOutput>,
+) {
     let is_available = stock.available() > 0;
     let level = StockLevel {
         sku: ctx.key().to_owned(),
@@ -382,6 +434,13 @@ fn announce(stock: &Stock, was_available: bool, ctx: &mut Context<InventoryOutpu
     } else if !was_available && is_available {
         ctx.emit(InventoryOutput::StockReplenished(level));
     }
+    ctx.emit(InventoryOutput::StockChanged(StockChanged {
+        sku: ctx.key().to_owned(),
+        on_hand: stock.on_hand,
+        reserved: stock.reserved,
+        available: stock.available(),
+        change: what,
+    }));
 }
 
 fn adjust(
@@ -389,24 +448,18 @@ fn adjust(
     adjustment: &StockAdjustment,
     ctx: &mut Context<InventoryOutput>,
 ) -> Result<(), DomainError> {
-    let was_available = stock.available() > 0;
     // The same delta could fit a later state: a conflict with this one, not a bad input.
-    stock.on_hand =
-        stock
-            .on_hand
-            .checked_add(adjustment.delta)
-            .ok_or_else(|| DomainError::Rejected {
-                code: "on_hand_overflow",
-                message: format!("delta {} overflows on_hand", adjustment.delta),
-            })?;
-    announce(stock, was_available, ctx);
-    let sku = ctx.key().to_owned();
-    ctx.notify(
-        &format!("inventory/{sku}"),
-        json!({ "sku": sku, "on_hand": stock.on_hand, "reserved": stock.reserved,
-                "available": stock.available(), "warehouse": adjustment.warehouse }),
-    );
-    Ok(())
+    let on_hand = stock
+        .on_hand
+        .checked_add(adjustment.delta)
+        .ok_or_else(|| DomainError::Rejected {
+            code: "on_hand_overflow",
+            message: format!("delta {} overflows on_hand", adjustment.delta),
+        })?;
+    changing(stock, ctx, StockChange::Adjustment, |stock| {
+        stock.on_hand = on_hand;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -448,16 +501,64 @@ mod tests {
     fn crossing_zero_emits_depleted_and_replenished() {
         let mut kit = TestKit::new(Inventory);
         let effects = kit.when(adjusted("A", 2)).unwrap();
-        assert_eq!(effects.emitted[0].event_type, "stock.replenished");
-        assert!(kit.when(adjusted("A", -1)).unwrap().emitted.is_empty());
+        let types = |effects: &crate::domain::Effects| -> Vec<String> {
+            effects.emitted.iter().map(|e| e.event_type.clone()).collect()
+        };
+        assert_eq!(types(&effects), ["stock.replenished", "stock.changed"]);
+        let no_crossing = kit.when(adjusted("A", -1)).unwrap();
+        assert_eq!(types(&no_crossing), ["stock.changed"]);
         kit.advance(std::time::Duration::from_secs(60));
         let effects = kit.when(adjusted("A", -1)).unwrap();
-        assert_eq!(effects.emitted[0].event_type, "stock.depleted");
+        assert_eq!(types(&effects), ["stock.depleted", "stock.changed"]);
         assert_eq!(
             effects.emitted[0].data,
             json!({ "sku": "A", "on_hand": 0, "at": "2026-01-01T00:01:00Z" })
         );
-        assert_eq!(effects.notifications[0].topic, "inventory/A");
+        assert_eq!(
+            effects.emitted[1].data,
+            json!({ "sku": "A", "on_hand": 0, "reserved": 0, "available": 0,
+                    "change": "adjustment" })
+        );
+    }
+
+    #[test]
+    fn every_change_of_a_sku_is_published_on_its_topic() {
+        let mut kit = TestKit::new(Inventory);
+        kit.given([adjusted("A", 5)]);
+        let held = kit
+            .when(request("stock.hold_requested", "A", "o1", 2))
+            .unwrap();
+        let topics: Vec<(String, Vec<String>)> = held
+            .emitted
+            .iter()
+            .map(|e| {
+                let event = e.decode::<InventoryOutput>().unwrap();
+                (e.event_type.clone(), Inventory.topics(&e.key, &event))
+            })
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                ("stock.changed".to_owned(), vec!["sku:A".to_owned()]),
+                ("stock.held".to_owned(), vec![])
+            ]
+        );
+        assert_eq!(
+            held.emitted[0].decode::<InventoryOutput>().unwrap(),
+            InventoryOutput::StockChanged(StockChanged {
+                sku: "A".into(),
+                on_hand: 5,
+                reserved: 2,
+                available: 3,
+                change: StockChange::Hold
+            })
+        );
+        // A refused hold changes nothing: nothing for the SKU's watchers.
+        let short = kit
+            .when(request("stock.hold_requested", "A", "o2", 9))
+            .unwrap();
+        assert_eq!(short.emitted.len(), 1);
+        assert_eq!(short.emitted[0].event_type, "stock.short");
     }
 
     #[test]
@@ -478,6 +579,7 @@ mod tests {
             [
                 "stock.depleted",
                 "stock.replenished",
+                "stock.changed",
                 "stock.held",
                 "stock.short"
             ]
@@ -577,8 +679,9 @@ mod tests {
         let effects = kit
             .when(request("stock.hold_requested", "A", "o1", 3))
             .unwrap();
-        assert_eq!(effects.emitted[0].event_type, "stock.held");
-        assert_eq!(effects.emitted[0].key, "o1", "answered to the order");
+        assert_eq!(effects.emitted[0].event_type, "stock.changed");
+        assert_eq!(effects.emitted[1].event_type, "stock.held");
+        assert_eq!(effects.emitted[1].key, "o1", "answered to the order");
         let effects = kit
             .when(request("stock.hold_requested", "A", "o2", 3))
             .unwrap();
@@ -605,7 +708,7 @@ mod tests {
             .iter()
             .map(|e| e.event_type.as_str())
             .collect();
-        assert_eq!(types, ["stock.depleted", "stock.held"]);
+        assert_eq!(types, ["stock.depleted", "stock.changed", "stock.held"]);
         assert_eq!(kit.state("A").unwrap().available(), 0);
     }
 

@@ -10,7 +10,6 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::domain::{Context, Domain, DomainError, NoEvents, Subscription};
 
@@ -160,6 +159,18 @@ impl Domain for Notifications {
             .collect()
     }
 
+    fn topic_kinds(&self) -> &'static [&'static str] {
+        &["customer", "order"]
+    }
+
+    fn topics(&self, _key: &str, event: &NotificationsOutput) -> Vec<String> {
+        let NotificationsOutput::Created(created) = event;
+        vec![
+            format!("customer:{}", created.customer_id),
+            format!("order:{}", created.notification.order_id),
+        ]
+    }
+
     fn entity_key<'a>(&self, _: &'a str, event: &'a NotificationsInput) -> Cow<'a, str> {
         Cow::Borrowed(&happened(event).1.customer_id)
     }
@@ -182,7 +193,6 @@ impl Domain for Notifications {
             at: ctx.input().timestamp,
         };
         let customer_id = ctx.key().to_owned();
-        ctx.notify(&format!("customer:{customer_id}"), json!(notification));
         ctx.emit(NotificationsOutput::Created(NotificationCreated {
             customer_id,
             notification: notification.clone(),
@@ -269,7 +279,11 @@ mod tests {
             .unwrap();
         assert_eq!(effects.emitted[0].event_type, "notification.created");
         assert_eq!(effects.emitted[0].key, "c1");
-        assert_eq!(effects.notifications[0].topic, "customer:c1");
+        let created = effects.emitted[0].decode::<NotificationsOutput>().unwrap();
+        assert_eq!(
+            Notifications.topics("c1", &created),
+            ["customer:c1", "order:o1"]
+        );
         let inbox = kit.state("c1").unwrap();
         assert_eq!(inbox.count, 2);
         let last = inbox.notifications.last().unwrap();
