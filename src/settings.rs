@@ -69,6 +69,7 @@ pub struct WsSettings {
     pub heartbeat_seconds: u64,
     /// Messages waiting to be written to one client. A client that lets it fill (it reads
     /// too slowly) is disconnected with close code 1008, so it never holds up the others.
+    /// Keep it above `read_count`: one read of the streams can be a burst for one topic.
     pub send_queue: usize,
     /// Largest frame a client may send, in bytes (close code 1009 beyond it).
     pub max_frame_bytes: usize,
@@ -88,12 +89,12 @@ impl Default for WsSettings {
     fn default() -> Self {
         Self {
             heartbeat_seconds: 15,
-            send_queue: 256,
+            send_queue: 1024,
             max_frame_bytes: 16 * 1024,
             max_subscriptions: 100,
             max_connections: 10_000,
             replay_max_entries: 100_000,
-            read_count: 1000,
+            read_count: 500,
             read_block_ms: 1000,
         }
     }

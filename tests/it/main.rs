@@ -29,6 +29,7 @@ mod stale_state;
 mod supervision;
 mod timers;
 mod trimming;
+mod websocket;
 
 /// The entry of a child process started by `ChildService::start_test_domains`: serves the
 /// test-only domains the registry named by `CHILD_REGISTRY` holds, over the settings the

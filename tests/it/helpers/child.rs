@@ -151,10 +151,7 @@ impl ChildService {
     /// exposition writes them (`troupe_entities_in_memory{domain="inventory"}`); 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.get("/metrics").await.text().await.expect("metrics");
-        text.lines()
-            .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .find_map(|value| value.trim().parse().ok())
-            .unwrap_or(0.0)
+        super::series_value(&text, series)
     }
 
     /// SIGKILL, and reap.

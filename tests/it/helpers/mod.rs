@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod redis_server;
 pub mod shop;
 pub mod streams;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -112,6 +113,13 @@ impl TestApp {
         client::OrdersClient::new(self.client.clone(), &self.address)
     }
 
+    /// One series of `/metrics` (see [`series_value`]). The recorder is the test process's:
+    /// counters add up what every app in it did.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics");
+        series_value(&text, series)
+    }
+
     /// GET `path`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
@@ -120,6 +128,16 @@ impl TestApp {
             .await
             .expect("request sent")
     }
+}
+
+/// The value of one series in a `/metrics` exposition, named with its labels as the
+/// exposition writes them (`troupe_entities_in_memory{domain="inventory"}`); 0 when absent.
+pub fn series_value(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Spawns the app with default options.
