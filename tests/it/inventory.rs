@@ -113,11 +113,12 @@ async fn adjusting_through_the_api_commits_and_publishes_events_exactly_once() {
         3
     );
 
-    // 3 crosses above zero, -3 back to zero, 2 above again: replenished, depleted, replenished.
+    // 3 crosses above zero, -3 back to zero, 2 above again: replenished, depleted, replenished,
+    // each with its stock.changed.
     eventually(
         Duration::from_secs(10),
-        "three events published",
-        || async { app.xlen("inventory.events").await == 3 },
+        "six events published",
+        || async { app.xlen("inventory.events").await == 6 },
     )
     .await;
     eventually(Duration::from_secs(10), "outbox drained", || async {
@@ -136,11 +137,12 @@ async fn adjusting_through_the_api_commits_and_publishes_events_exactly_once() {
     let text = format!("{entries:?}");
     assert_eq!(text.matches("stock.replenished").count(), 2, "{text}");
     assert_eq!(text.matches("stock.depleted").count(), 1, "{text}");
+    assert_eq!(text.matches("stock.changed").count(), 3, "{text}");
     assert!(text.contains("traceparent"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         app.xlen("inventory.events").await,
-        3,
+        6,
         "nothing published twice"
     );
 }
@@ -336,7 +338,7 @@ async fn handlers_see_when_their_input_happened() {
     eventually(
         Duration::from_secs(10),
         "both entries published",
-        || async { app.xlen("inventory.events").await == 2 },
+        || async { app.xlen("inventory.events").await == 4 },
     )
     .await;
     let before = chrono::Utc::now();
@@ -345,11 +347,16 @@ async fn handlers_see_when_their_input_happened() {
 
     eventually(
         Duration::from_secs(10),
-        "three events published",
-        || async { app.xlen("inventory.events").await == 3 },
+        "three crossings published",
+        || async { app.xlen("inventory.events").await == 6 },
     )
     .await;
-    let events = app.output_events().await;
+    let events: Vec<_> = app
+        .output_events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] != "stock.changed")
+        .collect();
     let at = |n: usize| -> chrono::DateTime<chrono::Utc> {
         let data: Value = serde_json::from_str(&events[n]["data"]).unwrap();
         let at = data["at"]

@@ -11,7 +11,8 @@ use super::{Adjustment, Isolation, TestApp, eventually};
 pub const STREAM: &str = "inventory.adjustments";
 
 /// What the inputs so far must produce: per SKU (on_hand, version), and how many events
-/// inventory emits (one each time a SKU's available stock crosses zero).
+/// inventory emits (a `stock.changed` per adjustment, and one more each time a SKU's
+/// available stock crosses zero).
 #[derive(Default)]
 pub struct Expected {
     /// Per SKU: on_hand and version.
@@ -21,13 +22,14 @@ pub struct Expected {
 }
 
 impl Expected {
-    /// Counts one applied adjustment of `sku` by `delta`: inventory emits an event when it
-    /// moves the SKU's available stock across zero, either way.
+    /// Counts one applied adjustment of `sku` by `delta`: inventory emits `stock.changed`,
+    /// and an event when it moves the SKU's available stock across zero, either way.
     pub fn add(&mut self, sku: &str, delta: i64) {
         let e = self.skus.entry(sku.to_owned()).or_default();
         let was = e.0 > 0;
         e.0 += delta;
         e.1 += 1;
+        self.emitted += 1;
         if was != (e.0 > 0) {
             self.emitted += 1;
         }
