@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::ws::TopicSource;
+
 /// The schema of one event enum, as utoipa generates it, with the schemas it refers to.
 #[derive(Debug, Clone)]
 pub struct EnumSchema {
@@ -117,8 +119,169 @@ fn message(event_type: &str, data: Value, summary: String) -> Value {
     })
 }
 
-/// The AsyncAPI 3.0 document of `domains`.
-pub fn document(domains: &[DomainEvents], version: &str) -> Value {
+/// A JSON Schema object of `properties`, all required but those in `optional`, nothing else.
+fn frame(description: &str, properties: Value, optional: &[&str]) -> Value {
+    let required: Vec<&String> = properties
+        .as_object()
+        .map(|p| {
+            p.keys()
+                .filter(|k| !optional.contains(&k.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "type": "object",
+        "description": description,
+        "required": required,
+        "additionalProperties": false,
+        "properties": properties,
+    })
+}
+
+fn ws_message(name: &str, summary: &str, payload: Value) -> Value {
+    json!({
+        "name": name,
+        "title": name,
+        "summary": summary,
+        "contentType": "application/json",
+        "payload": payload,
+    })
+}
+
+/// The WebSocket channel (`GET /ws`, docs/websocket.md) and its two operations: what
+/// clients send, and what the service sends them, with the topic kinds `topics` publish.
+fn websocket(topics: &[TopicSource]) -> (Value, Map<String, Value>) {
+    let kinds: Vec<String> = topics
+        .iter()
+        .flat_map(|t| {
+            t.kinds().iter().map(move |kind| {
+                format!("`{kind}:<id>` (events of {} on {})", t.domain(), t.stream())
+            })
+        })
+        .collect();
+    let topic = json!({"type": "string", "pattern": "^[a-z0-9_-]{1,32}:[^\\u0000-\\u001f]+$",
+        "description": format!("<kind>:<id>, the id at most runtime.max_key_bytes. Kinds: {}.", kinds.join(", "))});
+    let event_id = json!({"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$",
+        "description": "The event's id in its topic's stream (<ms>-<seq>); resume after it with since."});
+    let op = |name: &str| json!({"type": "string", "const": name});
+    let messages = [
+        (
+            "subscribe",
+            "Client: receive a topic's events; with since, first those after that event id.",
+            frame(
+                "subscribe",
+                json!({"op": op("subscribe"), "topic": topic, "since": event_id}),
+                &["since"],
+            ),
+        ),
+        (
+            "unsubscribe",
+            "Client: stop receiving a topic.",
+            frame(
+                "unsubscribe",
+                json!({"op": op("unsubscribe"), "topic": topic}),
+                &[],
+            ),
+        ),
+        (
+            "ping",
+            "Client: answered with pong.",
+            frame("ping", json!({"op": op("ping")}), &[]),
+        ),
+        (
+            "event",
+            "Server: one event of a subscribed topic, in the order its domain emitted them.",
+            frame(
+                "event",
+                json!({
+                    "op": op("event"), "topic": topic, "id": event_id,
+                    "type": {"type": "string", "description": "The event type (see the topic's stream channel)."},
+                    "data": {"description": "The event's data, as on its stream (see the channel of the topic's stream)."},
+                    "ts": {"type": ["string", "null"], "format": "date-time", "description": "When the event happened."}
+                }),
+                &[],
+            ),
+        ),
+        (
+            "subscribed",
+            "Server: the subscription holds; replayed events (with since) follow, then live ones.",
+            frame(
+                "subscribed",
+                json!({"op": op("subscribed"), "topic": topic}),
+                &[],
+            ),
+        ),
+        (
+            "unsubscribed",
+            "Server: the topic is no longer delivered.",
+            frame(
+                "unsubscribed",
+                json!({"op": op("unsubscribed"), "topic": topic}),
+                &[],
+            ),
+        ),
+        (
+            "error",
+            "Server: a client message was refused; the connection stays open.",
+            frame(
+                "error",
+                json!({
+                    "op": op("error"),
+                    "code": {"type": "string", "enum": ["invalid_message", "invalid_topic", "unknown_topic",
+                        "invalid_since", "too_old", "too_many_subscriptions", "already_subscribed",
+                        "not_subscribed", "unavailable"]},
+                    "message": {"type": "string"},
+                    "topic": {"type": "string", "description": "The topic the refused message named."}
+                }),
+                &["topic"],
+            ),
+        ),
+        (
+            "pong",
+            "Server: the answer to ping.",
+            frame("pong", json!({"op": op("pong")}), &[]),
+        ),
+    ];
+    let mut channel_messages = Map::new();
+    for (name, summary, payload) in messages {
+        channel_messages.insert(name.to_owned(), ws_message(name, summary, payload));
+    }
+    let refs = |names: &[&str]| -> Vec<Value> {
+        names
+            .iter()
+            .map(|n| json!({"$ref": format!("#/channels/websocket/messages/{n}")}))
+            .collect()
+    };
+    let channel = json!({
+        "address": "/ws",
+        "title": "WebSocket notifications",
+        "description": "GET /ws upgrades to a WebSocket of JSON text frames (docs/websocket.md). The server pings every ws.heartbeat_seconds and closes a connection without a pong for twice as long; a client that reads too slowly is closed with 1008; on shutdown, 1001; a frame over ws.max_frame_bytes, 1009. Past ws.max_connections the upgrade is answered 503 too_many_connections.",
+        "messages": channel_messages,
+    });
+    let mut operations = Map::new();
+    operations.insert(
+        "websocket.receive".into(),
+        json!({
+            "action": "receive",
+            "summary": "What clients send over /ws",
+            "channel": {"$ref": "#/channels/websocket"},
+            "messages": refs(&["subscribe", "unsubscribe", "ping"]),
+        }),
+    );
+    operations.insert(
+        "websocket.send".into(),
+        json!({
+            "action": "send",
+            "summary": "What the service sends clients over /ws",
+            "channel": {"$ref": "#/channels/websocket"},
+            "messages": refs(&["event", "subscribed", "unsubscribed", "error", "pong"]),
+        }),
+    );
+    (channel, operations)
+}
+
+/// The AsyncAPI 3.0 document of `domains`, with the WebSocket channel of `topics`.
+pub fn document(domains: &[DomainEvents], topics: &[TopicSource], version: &str) -> Value {
     let mut channels: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut operations = Map::new();
     let mut schemas = Map::new();
@@ -209,7 +372,7 @@ pub fn document(domains: &[DomainEvents], version: &str) -> Value {
                 .or_insert_with(|| schema.clone());
         }
     }
-    let channels: Map<String, Value> = channels
+    let mut channels: Map<String, Value> = channels
         .into_iter()
         .map(|(stream, messages)| {
             let channel = json!({
@@ -220,12 +383,15 @@ pub fn document(domains: &[DomainEvents], version: &str) -> Value {
             (stream, channel)
         })
         .collect();
+    let (ws_channel, ws_operations) = websocket(topics);
+    channels.insert("websocket".into(), ws_channel);
+    operations.extend(ws_operations);
     json!({
         "asyncapi": "3.0.0",
         "info": {
             "title": "Troupe event catalogue",
             "version": version,
-            "description": "Every Redis stream the domains read and write, the event types on each and their data. Envelopes are specified in docs/events.md.",
+            "description": "Every Redis stream the domains read and write, the event types on each and their data, and the WebSocket protocol of GET /ws. Envelopes are specified in docs/events.md.",
         },
         "defaultContentType": "application/json",
         "channels": channels,

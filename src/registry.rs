@@ -312,7 +312,10 @@ impl Registry {
     /// Where each topic kind comes from: one source per domain that publishes topics,
     /// whether this instance runs the domain or not (its clients may watch any).
     pub fn topic_sources(&self) -> Vec<TopicSource> {
-        self.entries.iter().filter_map(|e| e.topic_source()).collect()
+        self.entries
+            .iter()
+            .filter_map(|e| e.topic_source())
+            .collect()
     }
 
     fn check_topics(&self) -> Result<(), RegistryError> {
@@ -407,7 +410,7 @@ impl Registry {
     /// The event catalogue of every registered domain (an AsyncAPI 3.0 document).
     pub fn asyncapi(&self) -> serde_json::Value {
         let domains: Vec<DomainEvents> = self.entries.iter().map(|e| e.events()).collect();
-        asyncapi::document(&domains, env!("CARGO_PKG_VERSION"))
+        asyncapi::document(&domains, &self.topic_sources(), env!("CARGO_PKG_VERSION"))
     }
 
     /// Starts the domains `settings.domains.enabled` names, in that order.

@@ -110,7 +110,10 @@ pub fn decode_event<D: Domain>(
 
 /// Decodes an envelope's `type` and `data` into an adjacently tagged enum (a domain's
 /// [`Domain::Output`], say, when reading back what it emitted).
-pub fn decode_tagged<T: DeserializeOwned>(event_type: &str, data: &str) -> Result<T, MalformedEntry> {
+pub fn decode_tagged<T: DeserializeOwned>(
+    event_type: &str,
+    data: &str,
+) -> Result<T, MalformedEntry> {
     let data: Value =
         serde_json::from_str(data).map_err(|e| MalformedEntry::InvalidJson(e.to_string()))?;
     let mut tagged = Map::with_capacity(2);

@@ -24,8 +24,9 @@ pub async fn upgrade(
     let Some(registration) = hub.connect() else {
         return Err(ApiError::Unavailable {
             code: "too_many_connections",
-            message: "this instance serves as many WebSocket connections as it may; try another or later"
-                .into(),
+            message:
+                "this instance serves as many WebSocket connections as it may; try another or later"
+                    .into(),
             details: None,
         });
     };

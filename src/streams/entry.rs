@@ -152,7 +152,10 @@ pub fn parse_multi_read_reply(value: Value) -> Result<Vec<(String, Vec<StreamEnt
             .map(|stream| match stream {
                 Value::Array(pair) if pair.len() == 2 => {
                     let mut pair = pair.into_iter();
-                    Ok((pair.next().unwrap_or(Value::Nil), pair.next().unwrap_or(Value::Nil)))
+                    Ok((
+                        pair.next().unwrap_or(Value::Nil),
+                        pair.next().unwrap_or(Value::Nil),
+                    ))
                 }
                 _ => Err("expected [key, entries]".to_owned()),
             })

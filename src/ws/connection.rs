@@ -67,7 +67,10 @@ impl End {
                 "heartbeat_timeout",
             ),
             End::FrameTooLarge => (
-                reason(CloseCode::Size, "frame larger than ws.max_frame_bytes".into()),
+                reason(
+                    CloseCode::Size,
+                    "frame larger than ws.max_frame_bytes".into(),
+                ),
                 "frame_too_large",
             ),
             End::ProtocolError => (
@@ -128,7 +131,12 @@ impl Client {
         guarded(kicked, shutdown, session.pong(payload)).await
     }
 
-    async fn error(&mut self, code: ErrorCode, message: &str, topic: Option<&str>) -> Result<(), End> {
+    async fn error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        topic: Option<&str>,
+    ) -> Result<(), End> {
         if code == ErrorCode::InvalidMessage {
             metrics::counter!(WS_DROPPED_TOTAL, "reason" => "invalid_message").increment(1);
         }
@@ -156,7 +164,12 @@ enum Wake {
 }
 
 /// Runs one client's session until it ends, then closes it with the reason.
-pub async fn serve(hub: Arc<Hub>, mut connection: Connection, session: Session, stream: MessageStream) {
+pub async fn serve(
+    hub: Arc<Hub>,
+    mut connection: Connection,
+    session: Session,
+    stream: MessageStream,
+) {
     let settings = hub.settings().clone();
     let mut stream = stream
         .max_frame_size(settings.max_frame_bytes)
@@ -209,7 +222,11 @@ pub async fn serve(hub: Arc<Hub>, mut connection: Connection, session: Session, 
                 }
                 AggregatedMessage::Binary(_) => {
                     client
-                        .error(ErrorCode::InvalidMessage, "binary frames are not part of the protocol; send JSON text", None)
+                        .error(
+                            ErrorCode::InvalidMessage,
+                            "binary frames are not part of the protocol; send JSON text",
+                            None,
+                        )
                         .await
                 }
                 AggregatedMessage::Ping(payload) => client.pong(&payload).await,
@@ -239,7 +256,11 @@ pub async fn serve(hub: Arc<Hub>, mut connection: Connection, session: Session, 
                 tracing::debug!(connection = id, "websocket closed: shutdown");
             } else {
                 metrics::counter!(WS_DROPPED_TOTAL, "reason" => metric_reason).increment(1);
-                tracing::info!(connection = id, reason = metric_reason, "websocket closed by the server");
+                tracing::info!(
+                    connection = id,
+                    reason = metric_reason,
+                    "websocket closed by the server"
+                );
             }
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.session.close(Some(reason))).await;
         }
@@ -258,7 +279,9 @@ async fn handle(
         Ok(message) => message,
         Err(problem) => {
             let message = format!("not a protocol message: {problem}");
-            return client.error(ErrorCode::InvalidMessage, &message, None).await;
+            return client
+                .error(ErrorCode::InvalidMessage, &message, None)
+                .await;
         }
     };
     match message {
@@ -269,7 +292,11 @@ async fn handle(
                 client.send(protocol::unsubscribed(&topic)).await
             } else {
                 client
-                    .error(ErrorCode::NotSubscribed, "not subscribed to this topic", Some(&topic))
+                    .error(
+                        ErrorCode::NotSubscribed,
+                        "not subscribed to this topic",
+                        Some(&topic),
+                    )
                     .await
             }
         }
@@ -290,7 +317,9 @@ async fn subscribe(
     let since = match since.map(parse_event_id).transpose() {
         Ok(since) => since,
         Err(message) => {
-            return client.error(ErrorCode::InvalidSince, &message, Some(topic)).await;
+            return client
+                .error(ErrorCode::InvalidSince, &message, Some(topic))
+                .await;
         }
     };
     let subscribed = match hub.subscribe(connection.id(), topic) {
@@ -314,7 +343,10 @@ async fn subscribe(
         ReplayError::TooOld(message) => (ErrorCode::TooOld, message),
         ReplayError::Redis(e) => {
             tracing::warn!(error = %e, topic, "a websocket replay could not read its stream");
-            (ErrorCode::Unavailable, "the topic's history cannot be read now; subscribe again".into())
+            (
+                ErrorCode::Unavailable,
+                "the topic's history cannot be read now; subscribe again".into(),
+            )
         }
     };
     if let Err(e) = hub.check_history(subscribed.source, since).await {
@@ -328,7 +360,13 @@ async fn subscribe(
     let mut scanned = 0;
     loop {
         let page = hub
-            .replay_page(subscribed.source, topic, after, subscribed.through, REPLAY_PAGE)
+            .replay_page(
+                subscribed.source,
+                topic,
+                after,
+                subscribed.through,
+                REPLAY_PAGE,
+            )
             .await;
         let page = match page {
             Ok(page) => page,
@@ -362,7 +400,12 @@ async fn subscribe(
 
 /// An event id as the server sends them: `<ms>-<seq>`.
 fn parse_event_id(id: &str) -> Result<EntryId, String> {
-    let refuse = || format!("since must be an event id as received (<ms>-<seq>), not {:?}", truncate(id));
+    let refuse = || {
+        format!(
+            "since must be an event id as received (<ms>-<seq>), not {:?}",
+            truncate(id)
+        )
+    };
     let (ms, seq) = id.split_once('-').ok_or_else(refuse)?;
     let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(ms) || !digits(seq) {
@@ -387,9 +430,22 @@ mod tests {
         assert_eq!(parse_event_id("17-2"), Ok(EntryId { ms: 17, seq: 2 }));
         assert_eq!(
             parse_event_id("18446744073709551615-18446744073709551615"),
-            Ok(EntryId { ms: u64::MAX, seq: u64::MAX })
+            Ok(EntryId {
+                ms: u64::MAX,
+                seq: u64::MAX
+            })
         );
-        for bad in ["", "17", "-1", "1-", "1-x", "+1-0", "1-0-0", "18446744073709551616-0", &"9".repeat(3000)] {
+        for bad in [
+            "",
+            "17",
+            "-1",
+            "1-",
+            "1-x",
+            "+1-0",
+            "1-0-0",
+            "18446744073709551616-0",
+            &"9".repeat(3000),
+        ] {
             let error = parse_event_id(bad).unwrap_err();
             assert!(error.len() < 200, "{error}");
         }
@@ -401,7 +457,11 @@ mod tests {
         for (end, code, metric) in [
             (End::Shutdown, CloseCode::Away, "shutdown"),
             (End::Slow, CloseCode::Policy, "slow_client"),
-            (End::HeartbeatTimeout, CloseCode::Normal, "heartbeat_timeout"),
+            (
+                End::HeartbeatTimeout,
+                CloseCode::Normal,
+                "heartbeat_timeout",
+            ),
             (End::FrameTooLarge, CloseCode::Size, "frame_too_large"),
             (End::ProtocolError, CloseCode::Protocol, "protocol_error"),
         ] {

@@ -153,7 +153,10 @@ impl Hub {
         redis: RedisClients,
     ) -> Result<Arc<Self>, StreamError> {
         let stream_keys = redis.keys();
-        let keys: Vec<String> = sources.iter().map(|s| stream_keys.stream(s.stream())).collect();
+        let keys: Vec<String> = sources
+            .iter()
+            .map(|s| stream_keys.stream(s.stream()))
+            .collect();
         let mut conn = redis.manager();
         let mut positions = Vec::with_capacity(keys.len());
         for key in &keys {
@@ -443,7 +446,9 @@ impl Hub {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves maps that are still consistent enough to use
         // (each operation is a few inserts and removes); refusing every client would be worse.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The reader: `step` forever, reconnecting with backoff after Redis failures, until
@@ -540,9 +545,7 @@ impl History {
         };
         let id = |v: &Value| -> Result<EntryId, String> {
             match v {
-                Value::BulkString(b) => std::str::from_utf8(b)
-                    .map_err(|e| e.to_string())?
-                    .parse(),
+                Value::BulkString(b) => std::str::from_utf8(b).map_err(|e| e.to_string())?.parse(),
                 Value::SimpleString(s) => s.parse(),
                 other => Err(format!("expected an entry id, got {other:?}")),
             }
@@ -577,17 +580,15 @@ impl History {
     /// client's `since` itself is gone, entries after it may be too.
     fn covers(&self, since: EntryId) -> Result<(), String> {
         if self.max_deleted > since {
-            return Err(format!(
-                "events after {since} were deleted from the stream"
-            ));
+            return Err(format!("events after {since} were deleted from the stream"));
         }
         match self.first {
             Some(first) if first > since => Err(format!(
                 "the oldest event kept is {first}; events after {since} may have been trimmed"
             )),
-            None if self.last_generated > since => Err(format!(
-                "every event after {since} was trimmed"
-            )),
+            None if self.last_generated > since => {
+                Err(format!("every event after {since} was trimmed"))
+            }
             _ => Ok(()),
         }
     }

@@ -192,7 +192,10 @@ mod tests {
                 topic: "sku:A".into()
             })
         );
-        assert_eq!(ClientMessage::parse(r#"{"op":"ping"}"#), Ok(ClientMessage::Ping));
+        assert_eq!(
+            ClientMessage::parse(r#"{"op":"ping"}"#),
+            Ok(ClientMessage::Ping)
+        );
         for bad in [
             "",
             "not json",

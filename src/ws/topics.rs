@@ -13,7 +13,9 @@ pub const MAX_KIND_BYTES: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
     /// Not `<kind>:<id>`, or the id is not a valid key.
-    #[error("a topic is <kind>:<id> with a non-empty id of at most {max_key_bytes} bytes, without control characters: {problem}")]
+    #[error(
+        "a topic is <kind>:<id> with a non-empty id of at most {max_key_bytes} bytes, without control characters: {problem}"
+    )]
     Malformed {
         /// What is wrong.
         problem: String,
@@ -116,7 +118,11 @@ impl TopicSource {
                 .split_once(':')
                 .is_some_and(|(kind, id)| self.kinds.contains(&kind) && !id.is_empty());
             if !declared {
-                tracing::warn!(domain = self.domain, topic, "a domain named a topic of a kind it does not declare; ignored");
+                tracing::warn!(
+                    domain = self.domain,
+                    topic,
+                    "a domain named a topic of a kind it does not declare; ignored"
+                );
             }
             declared
         });
@@ -189,7 +195,10 @@ mod tests {
         ));
         for bad in ["sku", "sku:", "sku:a\u{0}b", "customer:\n"] {
             assert!(
-                matches!(resolve(bad, &sources, 256), Err(TopicError::Malformed { .. })),
+                matches!(
+                    resolve(bad, &sources, 256),
+                    Err(TopicError::Malformed { .. })
+                ),
                 "{bad:?}"
             );
         }

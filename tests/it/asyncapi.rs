@@ -160,6 +160,40 @@ async fn the_catalogue_is_valid_asyncapi_and_lists_every_declared_event_type() {
     assert_eq!(read, ["order.cancelled", "order.rejected"]);
     assert!(doc["operations"]["inventory.send"].is_object());
     assert!(doc["operations"]["carts.receive.carts.input"].is_object());
+
+    // The WebSocket protocol: the client's messages, the server's, and the topic kinds.
+    let ws = &doc["channels"]["websocket"];
+    assert_eq!(ws["address"], "/ws");
+    let mut ws_messages: Vec<&str> = ws["messages"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    ws_messages.sort();
+    assert_eq!(
+        ws_messages,
+        [
+            "error",
+            "event",
+            "ping",
+            "pong",
+            "subscribe",
+            "subscribed",
+            "unsubscribe",
+            "unsubscribed"
+        ]
+    );
+    let topic = ws["messages"]["subscribe"]["payload"]["properties"]["topic"]["description"]
+        .as_str()
+        .unwrap();
+    for kind in ["`sku:<id>`", "`customer:<id>`", "`order:<id>`"] {
+        assert!(topic.contains(kind), "{topic}");
+    }
+    assert_eq!(doc["operations"]["websocket.send"]["action"], "send");
+    assert_eq!(doc["operations"]["websocket.receive"]["action"], "receive");
+    let stock = message_types(&doc, "inventory.events");
+    assert!(stock.contains(&"stock.changed".to_owned()), "{stock:?}");
 }
 
 #[actix_web::test]

@@ -115,11 +115,9 @@ async fn adjusting_through_the_api_commits_and_publishes_events_exactly_once() {
 
     // 3 crosses above zero, -3 back to zero, 2 above again: replenished, depleted, replenished,
     // each with its stock.changed.
-    eventually(
-        Duration::from_secs(10),
-        "six events published",
-        || async { app.xlen("inventory.events").await == 6 },
-    )
+    eventually(Duration::from_secs(10), "six events published", || async {
+        app.xlen("inventory.events").await == 6
+    })
     .await;
     eventually(Duration::from_secs(10), "outbox drained", || async {
         app.sql_i64("SELECT COUNT(*) AS v FROM troupe_outbox WHERE published_at IS NULL")

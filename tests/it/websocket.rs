@@ -45,11 +45,15 @@ async fn an_order_is_seen_pending_then_confirmed_on_its_customer_and_order_topic
     })
     .await;
     let mut watcher = WsClient::connect(&app.address).await;
-    watcher.subscribe(&format!("customer:{customer}"), None).await;
+    watcher
+        .subscribe(&format!("customer:{customer}"), None)
+        .await;
 
     let order = shop.orders.place(&customer, &[("WS-1", 2, 150)]).await;
     let mut order_watcher = WsClient::connect(&app.address).await;
-    order_watcher.subscribe(&format!("order:{}", order.id), Some("0-0")).await;
+    order_watcher
+        .subscribe(&format!("order:{}", order.id), Some("0-0"))
+        .await;
 
     // pending, the capture, confirmed: in the order they happened, each once.
     let kinds = |events: &[Value]| -> Vec<String> {
@@ -58,7 +62,10 @@ async fn an_order_is_seen_pending_then_confirmed_on_its_customer_and_order_topic
             .map(|e| {
                 assert_eq!(e["type"], "notification.created");
                 assert_eq!(e["data"]["notification"]["order_id"], order.id.as_str());
-                e["data"]["notification"]["kind"].as_str().unwrap().to_owned()
+                e["data"]["notification"]["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
             })
             .collect()
     };
@@ -67,7 +74,11 @@ async fn an_order_is_seen_pending_then_confirmed_on_its_customer_and_order_topic
         kinds(&events),
         ["order_pending", "payment_captured", "order_confirmed"]
     );
-    assert!(events.iter().all(|e| e["topic"] == format!("customer:{customer}")));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["topic"] == format!("customer:{customer}"))
+    );
     let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] != w[1]));
     // The order's own topic, subscribed after the order was placed, replayed from the start.
@@ -151,7 +162,8 @@ async fn clients_of_two_instances_each_get_every_event_of_their_topics() {
     let app = spawn_app().await;
     // The same data, another instance (its own consumer name).
     let instance = format!("{}-b", app.settings.instance.id);
-    let second = ChildService::serving(&app.isolation, &[("TROUPE__INSTANCE__ID", &instance)]).await;
+    let second =
+        ChildService::serving(&app.isolation, &[("TROUPE__INSTANCE__ID", &instance)]).await;
     let second_address = second.address.clone().unwrap();
 
     let mut on_first = WsClient::connect(&app.address).await;
@@ -165,7 +177,11 @@ async fn clients_of_two_instances_each_get_every_event_of_their_topics() {
         app.inventory().adjust("F-1", 1).committed().await;
         second.inventory().adjust("F-2", 1).committed().await;
     }
-    let f1_first: Vec<i64> = next_changes(&mut on_first, 10).await.iter().map(on_hand).collect();
+    let f1_first: Vec<i64> = next_changes(&mut on_first, 10)
+        .await
+        .iter()
+        .map(on_hand)
+        .collect();
     assert_eq!(f1_first, (1..=10).collect::<Vec<_>>());
     let on_second_events = next_changes(&mut on_second, 20).await;
     for sku in ["F-1", "F-2"] {
@@ -230,7 +246,10 @@ async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving() {
     let mut written = 0i64;
     let dropped = "troupe_ws_dropped_total{reason=\"slow_client\"}";
     while app.metric(dropped).await < 1.0 {
-        assert!(written < 200_000, "the slow client is dropped before 200,000 events");
+        assert!(
+            written < 200_000,
+            "the slow client is dropped before 200,000 events"
+        );
         let mut pipe = redis::pipe();
         for _ in 0..2000 {
             written += 1;
@@ -247,7 +266,10 @@ async fn a_slow_client_is_disconnected_while_a_fast_one_keeps_receiving() {
     // The slow one finds, after what it had buffered, a 1008 close (or, if even the close
     // frame could not be queued, the end of the connection).
     let (ended, buffered) = slow.ended(Duration::from_secs(30)).await;
-    assert!((buffered as i64) < written, "the slow client got {buffered} of {written}");
+    assert!(
+        (buffered as i64) < written,
+        "the slow client got {buffered} of {written}"
+    );
     match ended {
         Ended::Closed(code, reason) => {
             assert_eq!(code, 1008, "{reason}");
@@ -271,18 +293,41 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_up() {
         (Message::text("{}"), "invalid_message"),
         (Message::text(r#"{"op":"dance"}"#), "invalid_message"),
         (Message::text(r#"{"op":"subscribe"}"#), "invalid_message"),
-        (Message::text(r#"{"op":"subscribe","topic":"sku:A","x":1}"#), "invalid_message"),
-        (Message::binary(vec![0u8, 1, 2]), "invalid_message"),
-        (Message::text(r#"{"op":"subscribe","topic":"user:1"}"#), "unknown_topic"),
-        (Message::text(r#"{"op":"subscribe","topic":"nocolon"}"#), "invalid_topic"),
-        (Message::text(r#"{"op":"subscribe","topic":"sku:a\u0000b"}"#), "invalid_topic"),
-        (Message::text(json!({"op":"subscribe","topic": long_topic}).to_string()), "invalid_topic"),
-        (Message::text(r#"{"op":"subscribe","topic":"sku:A","since":"yesterday"}"#), "invalid_since"),
         (
-            Message::text(r#"{"op":"subscribe","topic":"sku:A","since":"99999999999999999999999-0"}"#),
+            Message::text(r#"{"op":"subscribe","topic":"sku:A","x":1}"#),
+            "invalid_message",
+        ),
+        (Message::binary(vec![0u8, 1, 2]), "invalid_message"),
+        (
+            Message::text(r#"{"op":"subscribe","topic":"user:1"}"#),
+            "unknown_topic",
+        ),
+        (
+            Message::text(r#"{"op":"subscribe","topic":"nocolon"}"#),
+            "invalid_topic",
+        ),
+        (
+            Message::text(r#"{"op":"subscribe","topic":"sku:a\u0000b"}"#),
+            "invalid_topic",
+        ),
+        (
+            Message::text(json!({"op":"subscribe","topic": long_topic}).to_string()),
+            "invalid_topic",
+        ),
+        (
+            Message::text(r#"{"op":"subscribe","topic":"sku:A","since":"yesterday"}"#),
             "invalid_since",
         ),
-        (Message::text(r#"{"op":"unsubscribe","topic":"sku:A"}"#), "not_subscribed"),
+        (
+            Message::text(
+                r#"{"op":"subscribe","topic":"sku:A","since":"99999999999999999999999-0"}"#,
+            ),
+            "invalid_since",
+        ),
+        (
+            Message::text(r#"{"op":"unsubscribe","topic":"sku:A"}"#),
+            "not_subscribed",
+        ),
     ];
     for (frame, code) in cases {
         let shown = format!("{frame:?}");
@@ -293,13 +338,18 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_up() {
         assert!(answer["message"].as_str().unwrap().len() < 1000, "{answer}");
     }
     client.subscribe("sku:A", None).await;
-    assert_eq!(client.subscribe_answer("sku:A", None).await["code"], "already_subscribed");
+    assert_eq!(
+        client.subscribe_answer("sku:A", None).await["code"],
+        "already_subscribed"
+    );
     client.subscribe("sku:B", None).await;
     assert_eq!(
         client.subscribe_answer("sku:C", None).await["code"],
         "too_many_subscriptions"
     );
-    client.send(json!({"op": "unsubscribe", "topic": "sku:B"})).await;
+    client
+        .send(json!({"op": "unsubscribe", "topic": "sku:B"}))
+        .await;
     assert_eq!(
         client.next().await.unwrap(),
         json!({"op": "unsubscribed", "topic": "sku:B"})
@@ -310,7 +360,11 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_up() {
     // Still delivering.
     app.inventory().adjust("A", 2).committed().await;
     assert_eq!(on_hand(&next_changes(&mut client, 1).await[0]), 2);
-    assert!(app.metric("troupe_ws_dropped_total{reason=\"invalid_message\"}").await >= 6.0);
+    assert!(
+        app.metric("troupe_ws_dropped_total{reason=\"invalid_message\"}")
+            .await
+            >= 6.0
+    );
 
     // A frame over ws.max_frame_bytes ends the connection with 1009.
     let huge = json!({"op": "subscribe", "topic": "x".repeat(20_000)}).to_string();
@@ -371,9 +425,11 @@ async fn connections_past_the_limit_are_refused_with_503() {
     let _second = WsClient::connect(&app.address).await;
     assert_eq!(WsClient::refused_status(&app.address).await, Some(503));
     drop(first);
-    eventually(Duration::from_secs(5), "a closed connection frees its place", || async {
-        WsClient::refused_status(&app.address).await.is_none()
-    })
+    eventually(
+        Duration::from_secs(5),
+        "a closed connection frees its place",
+        || async { WsClient::refused_status(&app.address).await.is_none() },
+    )
     .await;
     // Not an upgrade at all: a JSON 400.
     let plain = app.get("/ws").await;

@@ -277,19 +277,23 @@ impl Domain for Inventory {
         match event {
             InventoryEvent::StockAdjusted(adjustment) => adjust(stock, &adjustment, ctx),
             InventoryEvent::HoldRequested(request) => hold(stock, request, ctx),
-            InventoryEvent::ReleaseRequested(request) => changing(stock, ctx, StockChange::Release, |stock| {
-                if let Some(held) = stock.holds.remove(&request.order_id) {
-                    stock.reserved -= held;
-                }
-                Ok(())
-            }),
-            InventoryEvent::CommitRequested(request) => changing(stock, ctx, StockChange::Commit, |stock| {
-                if let Some(held) = stock.holds.remove(&request.order_id) {
-                    stock.reserved -= held;
-                    stock.on_hand -= held;
-                }
-                Ok(())
-            }),
+            InventoryEvent::ReleaseRequested(request) => {
+                changing(stock, ctx, StockChange::Release, |stock| {
+                    if let Some(held) = stock.holds.remove(&request.order_id) {
+                        stock.reserved -= held;
+                    }
+                    Ok(())
+                })
+            }
+            InventoryEvent::CommitRequested(request) => {
+                changing(stock, ctx, StockChange::Commit, |stock| {
+                    if let Some(held) = stock.holds.remove(&request.order_id) {
+                        stock.reserved -= held;
+                        stock.on_hand -= held;
+                    }
+                    Ok(())
+                })
+            }
             InventoryEvent::RestockRequested(request) => {
                 positive(request.quantity)?;
                 changing(stock, ctx, StockChange::Restock, |stock| {
@@ -449,13 +453,14 @@ fn adjust(
     ctx: &mut Context<InventoryOutput>,
 ) -> Result<(), DomainError> {
     // The same delta could fit a later state: a conflict with this one, not a bad input.
-    let on_hand = stock
-        .on_hand
-        .checked_add(adjustment.delta)
-        .ok_or_else(|| DomainError::Rejected {
-            code: "on_hand_overflow",
-            message: format!("delta {} overflows on_hand", adjustment.delta),
-        })?;
+    let on_hand =
+        stock
+            .on_hand
+            .checked_add(adjustment.delta)
+            .ok_or_else(|| DomainError::Rejected {
+                code: "on_hand_overflow",
+                message: format!("delta {} overflows on_hand", adjustment.delta),
+            })?;
     changing(stock, ctx, StockChange::Adjustment, |stock| {
         stock.on_hand = on_hand;
         Ok(())
@@ -502,7 +507,11 @@ mod tests {
         let mut kit = TestKit::new(Inventory);
         let effects = kit.when(adjusted("A", 2)).unwrap();
         let types = |effects: &crate::domain::Effects| -> Vec<String> {
-            effects.emitted.iter().map(|e| e.event_type.clone()).collect()
+            effects
+                .emitted
+                .iter()
+                .map(|e| e.event_type.clone())
+                .collect()
         };
         assert_eq!(types(&effects), ["stock.replenished", "stock.changed"]);
         let no_crossing = kit.when(adjusted("A", -1)).unwrap();

@@ -101,7 +101,9 @@ impl WsClient {
 
     /// The next text frame as JSON, within [`PATIENCE`]; `None` when the connection ended.
     pub async fn next(&mut self) -> Option<Value> {
-        self.next_within(PATIENCE).await.unwrap_or_else(|| panic!("a frame within {PATIENCE:?}"))
+        self.next_within(PATIENCE)
+            .await
+            .unwrap_or_else(|| panic!("a frame within {PATIENCE:?}"))
     }
 
     /// The next text frame within `wait`: `None` if none came, `Some(None)` if the
@@ -109,7 +111,9 @@ impl WsClient {
     pub async fn next_within(&mut self, wait: Duration) -> Option<Option<Value>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()?;
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()?;
             match frame {
                 Some(Ok(Message::Text(text))) => {
                     return Some(Some(serde_json::from_str(&text).expect("frames are JSON")));
