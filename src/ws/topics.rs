@@ -54,8 +54,11 @@ pub struct TopicSource {
     domain: &'static str,
     stream: String,
     kinds: &'static [&'static str],
-    topics: Arc<dyn Fn(&Envelope) -> Vec<String> + Send + Sync>,
+    topics: Arc<TopicsOf>,
 }
+
+/// Maps an entry of a domain's stream to the topics it concerns.
+type TopicsOf = dyn Fn(&Envelope) -> Vec<String> + Send + Sync;
 
 impl fmt::Debug for TopicSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
