@@ -13,23 +13,20 @@
 
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/shop.rs"]
+mod shop;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Stdio;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use serde_json::{Value, json};
 
-use support::{env_or, fresh_database};
-
-const CUSTOMERS: usize = 200;
-const SKUS: usize = 100;
+use shop::Shop;
+use support::env_or;
 
 /// When each order was sent, and when it settled, by order id.
 #[derive(Default)]
@@ -44,85 +41,8 @@ async fn main() -> Result<()> {
     let concurrency = env_or("BENCH_CONCURRENCY", 64);
     let rate = env_or("BENCH_RATE", 500);
     let seconds = env_or("BENCH_SECONDS", 10);
-    let redis_url =
-        std::env::var("TROUPE__REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let admin_url = std::env::var("TROUPE__DATABASE__URL")
-        .unwrap_or_else(|_| "postgres://troupe:troupe@127.0.0.1:5432/troupe".into());
-    let db_url = fresh_database(&admin_url, "troupe_bench_saga").await?;
-    let prefix = format!("bench-saga-{}:", std::process::id());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .arg("serve")
-        .arg("--config-dir")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
-        .env_remove("TROUPE_ENV")
-        .env("TROUPE__DATABASE__URL", db_url.as_str())
-        .env("TROUPE__REDIS__URL", &redis_url)
-        .env("TROUPE__REDIS__KEY_PREFIX", &prefix)
-        .env("TROUPE__INSTANCE__ID", "bench-saga")
-        .env("TROUPE__HTTP__PORT", port.to_string())
-        .env(
-            "TROUPE__TELEMETRY__LOG_FILTER",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("troupe serve")?;
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(http.get(format!("{base}/health/ready")).send().await, Ok(r) if r.status() == 200)
-    {
-        if Instant::now() > deadline {
-            bail!("troupe serve did not become ready");
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("troupe serve exited: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    // Customers with credit to spare and SKUs with stock to spare: every order confirms.
-    let mut customers = Vec::with_capacity(CUSTOMERS);
-    for n in 0..CUSTOMERS {
-        let response = http
-            .post(format!("{base}/api/v1/customers"))
-            .json(
-                &json!({"name": format!("Bench {n}"), "email": format!("bench{n}@example.com"),
-                          "credit_cents": 1_000_000_000_000_i64}),
-            )
-            .send()
-            .await?;
-        let body: Value = response.json().await?;
-        customers.push(body["id"].as_str().context("customer id")?.to_owned());
-    }
-    for n in 0..SKUS {
-        http.put(format!("{base}/api/v1/inventory/SKU-{n}"))
-            .json(&json!({"on_hand": 1_000_000_000}))
-            .send()
-            .await?
-            .error_for_status()?;
-    }
-    let last = customers.last().context("customers")?.clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/api/v1/customers/{last}/wallet"))
-        .send()
-        .await?
-        .status()
-        != 200
-    {
-        if Instant::now() > deadline {
-            bail!("wallets did not open");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let shop = Shop::start("troupe_bench_saga", concurrency, &[]).await?;
+    let (redis_url, prefix) = (shop.redis_url.clone(), shop.prefix.clone());
 
     let clock = Rc::new(RefCell::new(Clock::default()));
     let watcher = actix_rt::spawn(watch_settlements(
@@ -130,26 +50,13 @@ async fn main() -> Result<()> {
         format!("{prefix}orders.events"),
         clock.clone(),
     ));
+    let shop = Rc::new(shop);
     let place = |n: usize| {
-        let http = http.clone();
-        let url = format!("{base}/api/v1/orders");
-        let customer = customers[n % customers.len()].clone();
+        let shop = shop.clone();
         let clock = clock.clone();
         async move {
-            let body = json!({"customer_id": customer, "items": [
-                {"sku": format!("SKU-{}", n % SKUS), "quantity": 1, "unit_price_cents": 100},
-                {"sku": format!("SKU-{}", (n + 1) % SKUS), "quantity": 2, "unit_price_cents": 50}]});
             let sent = Instant::now();
-            let response = http.post(&url).json(&body).send().await?;
-            if response.status() != 202 {
-                bail!(
-                    "order {n}: {} {}",
-                    response.status(),
-                    response.text().await?
-                );
-            }
-            let order: Value = response.json().await?;
-            let id = order["id"].as_str().context("order id")?.to_owned();
+            let id = shop.place(n).await?;
             clock.borrow_mut().sent.insert(id.clone(), sent);
             Ok::<String, anyhow::Error>(id)
         }
@@ -230,8 +137,9 @@ async fn main() -> Result<()> {
         count_confirmed(&clock, &ids)
     );
     watcher.abort();
-    child.start_kill()?;
-    let _ = child.wait().await;
+    if let Ok(shop) = Rc::try_unwrap(shop) {
+        shop.stop().await;
+    }
     Ok(())
 }
 

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The benchmarks of BENCHMARKS.md: `drain` (the default: the hand-written baseline consumer and
 # Troupe on the same load in the same run), `timers` (timer lateness, idle and under load) or
-# `saga` (orders through the whole shop: throughput and latency).
+# `saga` (orders through the whole shop: throughput and latency) or `ws` (WebSocket: POST to
+# terminal notification, and fan-out to 5,000 clients).
 # Expects Redis and Postgres up (scripts/dev.sh bench starts them) and the URLs in
 # TROUPE__REDIS__URL / TROUPE__DATABASE__URL. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${1:-drain}"
 case "$bench" in
-  drain|timers|saga) ;;
-  *) echo "bench.sh: unknown benchmark $bench (drain, timers or saga)" >&2; exit 2 ;;
+  drain|timers|saga|ws) ;;
+  *) echo "bench.sh: unknown benchmark $bench (drain, timers, saga or ws)" >&2; exit 2 ;;
 esac
 cargo build --release --locked --bin troupe
 # Builds the bench and, with it, the `troupe` binary it runs (profile `bench` = `release`).

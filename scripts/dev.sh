@@ -7,7 +7,7 @@
 #   scripts/dev.sh run      up, migrate, release build, serve        (README command 1)
 #   scripts/dev.sh test     up, then the whole test suite and the API contract (README command 2)
 #   scripts/dev.sh contract up, then the API contract alone (schemathesis over the OpenAPI document)
-#   scripts/dev.sh bench [drain|timers|saga]   up, then a benchmark (BENCHMARKS.md)
+#   scripts/dev.sh bench [drain|timers|saga|ws]   up, then a benchmark (BENCHMARKS.md)
 #   scripts/dev.sh demo [--rate N]   orders against the running service (scripts/dev.sh run)
 #
 # URLs come from TROUPE__REDIS__URL and TROUPE__DATABASE__URL (defaults below). A server that

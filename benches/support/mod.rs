@@ -1,4 +1,5 @@
-//! What the benchmarks share: their environment settings and fresh databases.
+//! What the benchmarks share: their environment settings and fresh databases (and, in
+//! `shop.rs`, included by the benchmarks that drive the shop, the running shop).
 
 use anyhow::{Context, Result};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
