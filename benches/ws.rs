@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use redis::AsyncCommands;
+use redis::AsyncCommands as _;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -203,7 +203,6 @@ async fn main() -> Result<()> {
         frames as f64 / elapsed,
         first.duration_since(written).as_secs_f64()
     );
-    let _: () = redis.del(&key).await?;
     drop(readers);
     if let Ok(shop) = Rc::try_unwrap(shop) {
         shop.stop().await;

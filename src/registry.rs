@@ -2,7 +2,7 @@
 //!
 //! ```ignore
 //! Registry::new()
-//!     .serve(Inventory, http::inventory::Routes) // a domain and its HTTP face
+//!     .serve_configured::<Inventory>(http::inventory::Routes) // a domain and its HTTP face
 //!     .domain(Audit)                             // a domain without routes
 //! ```
 //!

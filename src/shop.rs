@@ -12,7 +12,7 @@ use crate::registry::Registry;
 /// Every domain `troupe serve` can run (`domains.enabled` picks among them).
 pub fn registry() -> Registry {
     Registry::new()
-        .serve(Inventory, http::inventory::Routes)
+        .serve_configured::<Inventory>(http::inventory::Routes)
         .serve(Customers, http::customers::Routes)
         .serve(Payments, http::payments::Routes)
         .domain(Reservations)

@@ -13,7 +13,7 @@
 //! ```
 //! # use troupe::domain::testkit::{TestKit, event};
 //! # use troupe::domains::inventory::Inventory;
-//! let mut kit = TestKit::new(Inventory);
+//! let mut kit = TestKit::new(Inventory::default());
 //! kit.given([event("SKU-1", "stock.adjusted", serde_json::json!({"delta": 5, "warehouse": "w1"}))]);
 //! kit.when(event("SKU-1", "stock.adjusted", serde_json::json!({"delta": -2, "warehouse": "w1"})))
 //!     .unwrap();

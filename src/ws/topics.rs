@@ -170,7 +170,7 @@ mod tests {
 
     fn sources() -> Vec<TopicSource> {
         vec![
-            TopicSource::of(Arc::new(Inventory)).unwrap(),
+            TopicSource::of(Arc::new(Inventory::default())).unwrap(),
             TopicSource::of(Arc::new(Notifications)).unwrap(),
         ]
     }

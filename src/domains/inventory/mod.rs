@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Context, Domain, DomainError, NoEvents, Subscription};
+use crate::domain::{Configurable, Context, Domain, DomainError, NoEvents, Subscription};
 
 /// The input stream.
 pub const ADJUSTMENTS_STREAM: &str = "inventory.adjustments";
@@ -61,8 +61,46 @@ pub fn check_warehouse(warehouse: &str) -> Result<(), DomainError> {
 }
 
 /// The inventory domain.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Inventory;
+#[derive(Debug, Clone, Copy)]
+pub struct Inventory {
+    /// Emit `stock.changed` on every change (see [`InventorySettings`]).
+    publish_levels: bool,
+}
+
+impl Default for Inventory {
+    /// As an empty `[domains.inventory]` configures it: levels published.
+    fn default() -> Self {
+        Self {
+            publish_levels: true,
+        }
+    }
+}
+
+/// `[domains.inventory]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventorySettings {
+    /// Emit `stock.changed` (the level after every adjustment, count, hold, release, sale and
+    /// restock) on `inventory.events`, which `sku:<sku>` WebSocket subscribers receive. Off, a
+    /// SKU's watchers get only its crossings of zero (`stock.depleted`, `stock.replenished`),
+    /// and each input commits and publishes one event fewer (see BENCHMARKS.md for the cost).
+    #[serde(default = "yes")]
+    pub publish_stock_levels: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Configurable for Inventory {
+    type Settings = InventorySettings;
+
+    fn from_settings(settings: InventorySettings) -> Result<Self, String> {
+        Ok(Self {
+            publish_levels: settings.publish_stock_levels,
+        })
+    }
+}
 
 /// Stock of one SKU.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,10 +313,10 @@ impl Domain for Inventory {
         ctx: &mut Context<InventoryOutput>,
     ) -> Result<(), DomainError> {
         match event {
-            InventoryEvent::StockAdjusted(adjustment) => adjust(stock, &adjustment, ctx),
-            InventoryEvent::HoldRequested(request) => hold(stock, request, ctx),
+            InventoryEvent::StockAdjusted(adjustment) => adjust(stock, &adjustment, self.publish_levels, ctx),
+            InventoryEvent::HoldRequested(request) => hold(stock, request, self.publish_levels, ctx),
             InventoryEvent::ReleaseRequested(request) => {
-                changing(stock, ctx, StockChange::Release, |stock| {
+                changing(stock, ctx, (StockChange::Release, self.publish_levels), |stock| {
                     if let Some(held) = stock.holds.remove(&request.order_id) {
                         stock.reserved -= held;
                     }
@@ -286,7 +324,7 @@ impl Domain for Inventory {
                 })
             }
             InventoryEvent::CommitRequested(request) => {
-                changing(stock, ctx, StockChange::Commit, |stock| {
+                changing(stock, ctx, (StockChange::Commit, self.publish_levels), |stock| {
                     if let Some(held) = stock.holds.remove(&request.order_id) {
                         stock.reserved -= held;
                         stock.on_hand -= held;
@@ -296,7 +334,7 @@ impl Domain for Inventory {
             }
             InventoryEvent::RestockRequested(request) => {
                 positive(request.quantity)?;
-                changing(stock, ctx, StockChange::Restock, |stock| {
+                changing(stock, ctx, (StockChange::Restock, self.publish_levels), |stock| {
                     stock.on_hand = stock
                         .on_hand
                         .checked_add(request.quantity)
@@ -316,7 +354,7 @@ impl Domain for Inventory {
         match command {
             InventoryCommand::Adjust(adjustment) => {
                 check_warehouse(&adjustment.warehouse)?;
-                adjust(stock, &adjustment, ctx)?;
+                adjust(stock, &adjustment, self.publish_levels, ctx)?;
             }
             InventoryCommand::SetOnHand {
                 on_hand,
@@ -342,7 +380,7 @@ impl Domain for Inventory {
                         ),
                     });
                 }
-                changing(stock, ctx, StockChange::Count, |stock| {
+                changing(stock, ctx, (StockChange::Count, self.publish_levels), |stock| {
                     stock.on_hand = on_hand;
                     Ok(())
                 })?;
@@ -364,6 +402,7 @@ fn positive(quantity: i64) -> Result<(), DomainError> {
 fn hold(
     stock: &mut Stock,
     request: StockRequest,
+    levels: bool,
     ctx: &mut Context<InventoryOutput>,
 ) -> Result<(), DomainError> {
     positive(request.quantity)?;
@@ -392,7 +431,7 @@ fn hold(
         );
         return Ok(());
     }
-    changing(stock, ctx, StockChange::Hold, |stock| {
+    changing(stock, ctx, (StockChange::Hold, levels), |stock| {
         stock.holds.insert(order_id.clone(), quantity);
         stock.reserved += quantity;
         Ok(())
@@ -409,15 +448,16 @@ fn hold(
 }
 
 /// Applies `change`, then announces a crossing of zero and the new level.
+/// `what` changes the stock; with `levels`, `stock.changed` says so.
 fn changing(
     stock: &mut Stock,
     ctx: &mut Context<InventoryOutput>,
-    what: StockChange,
+    (what, levels): (StockChange, bool),
     change: impl FnOnce(&mut Stock) -> Result<(), DomainError>,
 ) -> Result<(), DomainError> {
     let was_available = stock.available() > 0;
     change(stock)?;
-    announce(stock, was_available, what, ctx);
+    announce(stock, was_available, what, levels, ctx);
     Ok(())
 }
 
@@ -425,6 +465,7 @@ fn announce(
     stock: &Stock,
     was_available: bool,
     what: StockChange,
+    levels: bool,
     ctx: &mut Context<InventoryOutput>,
 ) {
     let is_available = stock.available() > 0;
@@ -438,6 +479,9 @@ fn announce(
     } else if !was_available && is_available {
         ctx.emit(InventoryOutput::StockReplenished(level));
     }
+    if !levels {
+        return;
+    }
     ctx.emit(InventoryOutput::StockChanged(StockChanged {
         sku: ctx.key().to_owned(),
         on_hand: stock.on_hand,
@@ -450,6 +494,7 @@ fn announce(
 fn adjust(
     stock: &mut Stock,
     adjustment: &StockAdjustment,
+    levels: bool,
     ctx: &mut Context<InventoryOutput>,
 ) -> Result<(), DomainError> {
     // The same delta could fit a later state: a conflict with this one, not a bad input.
@@ -461,7 +506,7 @@ fn adjust(
                 code: "on_hand_overflow",
                 message: format!("delta {} overflows on_hand", adjustment.delta),
             })?;
-    changing(stock, ctx, StockChange::Adjustment, |stock| {
+    changing(stock, ctx, (StockChange::Adjustment, levels), |stock| {
         stock.on_hand = on_hand;
         Ok(())
     })
@@ -488,7 +533,7 @@ mod tests {
 
     #[test]
     fn adjustments_add_up_and_count_versions() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         kit.given([adjusted("A", 10), adjusted("A", -3), adjusted("B", 1)]);
         assert_eq!(
             kit.state("A"),
@@ -504,7 +549,7 @@ mod tests {
 
     #[test]
     fn crossing_zero_emits_depleted_and_replenished() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         let effects = kit.when(adjusted("A", 2)).unwrap();
         let types = |effects: &crate::domain::Effects| -> Vec<String> {
             effects
@@ -531,8 +576,27 @@ mod tests {
     }
 
     #[test]
+    fn without_published_levels_a_sku_announces_only_its_crossings_of_zero() {
+        let quiet = Inventory::from_settings(InventorySettings {
+            publish_stock_levels: false,
+        })
+        .unwrap();
+        let mut kit = TestKit::new(quiet);
+        let types = |effects: &crate::domain::Effects| -> Vec<String> {
+            effects.emitted.iter().map(|e| e.event_type.clone()).collect()
+        };
+        assert_eq!(types(&kit.when(adjusted("A", 2)).unwrap()), ["stock.replenished"]);
+        assert!(kit.when(adjusted("A", 1)).unwrap().emitted.is_empty());
+        let held = kit
+            .when(request("stock.hold_requested", "A", "o1", 3))
+            .unwrap();
+        assert_eq!(types(&held), ["stock.depleted", "stock.held"]);
+        assert_eq!(kit.state("A").unwrap().available(), 0);
+    }
+
+    #[test]
     fn every_change_of_a_sku_is_published_on_its_topic() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         kit.given([adjusted("A", 5)]);
         let held = kit
             .when(request("stock.hold_requested", "A", "o1", 2))
@@ -542,7 +606,7 @@ mod tests {
             .iter()
             .map(|e| {
                 let event = e.decode::<InventoryOutput>().unwrap();
-                (e.event_type.clone(), Inventory.topics(&e.key, &event))
+                (e.event_type.clone(), Inventory::default().topics(&e.key, &event))
             })
             .collect();
         assert_eq!(
@@ -597,7 +661,7 @@ mod tests {
 
     #[test]
     fn emitted_events_read_back_as_the_output_enum() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         let effects = kit.when(adjusted("A", 3)).unwrap();
         assert_eq!(
             effects.emitted[0].decode::<InventoryOutput>().unwrap(),
@@ -611,7 +675,7 @@ mod tests {
 
     #[test]
     fn depletion_is_stamped_with_when_the_adjustment_happened() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         let counted = chrono::DateTime::parse_from_rfc3339("2025-12-31T23:00:00Z")
             .unwrap()
             .to_utc();
@@ -632,7 +696,7 @@ mod tests {
 
     #[test]
     fn malformed_events_are_rejected_with_a_reason() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         let unknown = kit.when(event("A", "stock.stolen", json!({})));
         assert!(matches!(
             unknown,
@@ -654,7 +718,7 @@ mod tests {
 
     #[test]
     fn overflow_is_a_handler_error_and_changes_nothing() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         kit.given([adjusted("A", i64::MAX)]);
         let err = kit.when(adjusted("A", 1)).unwrap_err();
         assert!(matches!(
@@ -683,7 +747,7 @@ mod tests {
 
     #[test]
     fn holds_are_granted_only_from_what_is_available() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         kit.given([adjusted("A", 5)]);
         let effects = kit
             .when(request("stock.hold_requested", "A", "o1", 3))
@@ -723,7 +787,7 @@ mod tests {
 
     #[test]
     fn releases_commits_and_restocks_move_exactly_what_an_order_held() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         kit.given([
             adjusted("A", 10),
             request("stock.hold_requested", "A", "o1", 4),
@@ -755,7 +819,7 @@ mod tests {
 
     #[test]
     fn a_count_cannot_go_below_what_is_reserved_nor_land_on_a_stale_read() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         kit.given([
             adjusted("A", 10),
             request("stock.hold_requested", "A", "o1", 4),
@@ -784,7 +848,7 @@ mod tests {
 
     #[test]
     fn the_adjust_command_replies_with_the_new_stock() {
-        let mut kit = TestKit::new(Inventory);
+        let mut kit = TestKit::new(Inventory::default());
         let adj = StockAdjustment {
             delta: 4,
             warehouse: "w1".into(),
