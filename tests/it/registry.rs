@@ -345,9 +345,14 @@ fn settings_sections_that_do_not_configure_their_domain_are_refused() {
             "invalid type",
         ),
         (
-            "inventory",
+            "customers",
             serde_json::json!({"anything": 1}),
             "takes no settings",
+        ),
+        (
+            "inventory",
+            serde_json::json!({"publish_stock_level": false}),
+            "unknown field",
         ),
     ] {
         match with(name, section.clone()) {
