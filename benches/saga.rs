@@ -11,10 +11,10 @@
 //! order is in stock and paid for, so every one is confirmed; the run checks that too.
 //! `scripts/dev.sh bench saga` runs it.
 
-#[path = "support/mod.rs"]
-mod support;
 #[path = "support/shop.rs"]
 mod shop;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -12,10 +12,10 @@
 //!
 //! `scripts/dev.sh bench ws` runs it.
 
-#[path = "support/mod.rs"]
-mod support;
 #[path = "support/shop.rs"]
 mod shop;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -190,7 +190,10 @@ async fn main() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while done.borrow().len() < clients {
         if Instant::now() > deadline {
-            bail!("{} of {clients} clients got every event", done.borrow().len());
+            bail!(
+                "{} of {clients} clients got every event",
+                done.borrow().len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -35,8 +35,8 @@ impl Shop {
     /// Starts the shop on database `name` (dropped and created) and seeds it; `extra` are
     /// environment variables for the service.
     pub async fn start(name: &str, concurrency: usize, extra: &[(&str, &str)]) -> Result<Self> {
-        let redis_url = std::env::var("TROUPE__REDIS__URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis_url =
+            std::env::var("TROUPE__REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let admin_url = std::env::var("TROUPE__DATABASE__URL")
             .unwrap_or_else(|_| "postgres://troupe:troupe@127.0.0.1:5432/troupe".into());
         let db_url = fresh_database(&admin_url, name).await?;
@@ -108,7 +108,11 @@ impl Shop {
             .send()
             .await?;
         if response.status() != 202 {
-            bail!("order {n}: {} {}", response.status(), response.text().await?);
+            bail!(
+                "order {n}: {} {}",
+                response.status(),
+                response.text().await?
+            );
         }
         let order: Value = response.json().await?;
         Ok(order["id"].as_str().context("order id")?.to_owned())

@@ -112,6 +112,15 @@ impl Domain for Carts {
         vec![Subscription::new("carts.input")]
     }
 
+    // WebSocket clients subscribed to `cart:<id>` receive the cart's emitted events.
+    fn topic_kinds(&self) -> &'static [&'static str] {
+        &["cart"]
+    }
+
+    fn topics(&self, key: &str, _event: &CartOutput) -> Vec<String> {
+        vec![format!("cart:{key}")]
+    }
+
     fn handle(
         &self,
         cart: &mut Cart,
@@ -127,7 +136,8 @@ impl Domain for Carts {
         if let Some(timer) = cart.abandon_timer.take() {
             ctx.cancel(&timer);
         }
-        // Live watchers of the cart (the WebSocket feed) hear of it; nothing is emitted.
+        // In-process watchers (`DomainHandle::subscribe`) hear of it. Nothing is emitted, so
+        // `cart:<id>` WebSocket clients, who receive emitted events, do not.
         let topic = format!("carts/{}", ctx.key());
         ctx.notify(
             &topic,

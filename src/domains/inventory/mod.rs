@@ -313,34 +313,49 @@ impl Domain for Inventory {
         ctx: &mut Context<InventoryOutput>,
     ) -> Result<(), DomainError> {
         match event {
-            InventoryEvent::StockAdjusted(adjustment) => adjust(stock, &adjustment, self.publish_levels, ctx),
-            InventoryEvent::HoldRequested(request) => hold(stock, request, self.publish_levels, ctx),
-            InventoryEvent::ReleaseRequested(request) => {
-                changing(stock, ctx, (StockChange::Release, self.publish_levels), |stock| {
+            InventoryEvent::StockAdjusted(adjustment) => {
+                adjust(stock, &adjustment, self.publish_levels, ctx)
+            }
+            InventoryEvent::HoldRequested(request) => {
+                hold(stock, request, self.publish_levels, ctx)
+            }
+            InventoryEvent::ReleaseRequested(request) => changing(
+                stock,
+                ctx,
+                (StockChange::Release, self.publish_levels),
+                |stock| {
                     if let Some(held) = stock.holds.remove(&request.order_id) {
                         stock.reserved -= held;
                     }
                     Ok(())
-                })
-            }
-            InventoryEvent::CommitRequested(request) => {
-                changing(stock, ctx, (StockChange::Commit, self.publish_levels), |stock| {
+                },
+            ),
+            InventoryEvent::CommitRequested(request) => changing(
+                stock,
+                ctx,
+                (StockChange::Commit, self.publish_levels),
+                |stock| {
                     if let Some(held) = stock.holds.remove(&request.order_id) {
                         stock.reserved -= held;
                         stock.on_hand -= held;
                     }
                     Ok(())
-                })
-            }
+                },
+            ),
             InventoryEvent::RestockRequested(request) => {
                 positive(request.quantity)?;
-                changing(stock, ctx, (StockChange::Restock, self.publish_levels), |stock| {
-                    stock.on_hand = stock
-                        .on_hand
-                        .checked_add(request.quantity)
-                        .ok_or_else(|| DomainError::Invalid("restock overflows on_hand".into()))?;
-                    Ok(())
-                })
+                changing(
+                    stock,
+                    ctx,
+                    (StockChange::Restock, self.publish_levels),
+                    |stock| {
+                        stock.on_hand =
+                            stock.on_hand.checked_add(request.quantity).ok_or_else(|| {
+                                DomainError::Invalid("restock overflows on_hand".into())
+                            })?;
+                        Ok(())
+                    },
+                )
             }
         }
     }
@@ -380,10 +395,15 @@ impl Domain for Inventory {
                         ),
                     });
                 }
-                changing(stock, ctx, (StockChange::Count, self.publish_levels), |stock| {
-                    stock.on_hand = on_hand;
-                    Ok(())
-                })?;
+                changing(
+                    stock,
+                    ctx,
+                    (StockChange::Count, self.publish_levels),
+                    |stock| {
+                        stock.on_hand = on_hand;
+                        Ok(())
+                    },
+                )?;
             }
         }
         Ok(stock.clone())
@@ -583,9 +603,16 @@ mod tests {
         .unwrap();
         let mut kit = TestKit::new(quiet);
         let types = |effects: &crate::domain::Effects| -> Vec<String> {
-            effects.emitted.iter().map(|e| e.event_type.clone()).collect()
+            effects
+                .emitted
+                .iter()
+                .map(|e| e.event_type.clone())
+                .collect()
         };
-        assert_eq!(types(&kit.when(adjusted("A", 2)).unwrap()), ["stock.replenished"]);
+        assert_eq!(
+            types(&kit.when(adjusted("A", 2)).unwrap()),
+            ["stock.replenished"]
+        );
         assert!(kit.when(adjusted("A", 1)).unwrap().emitted.is_empty());
         let held = kit
             .when(request("stock.hold_requested", "A", "o1", 3))
@@ -606,7 +633,10 @@ mod tests {
             .iter()
             .map(|e| {
                 let event = e.decode::<InventoryOutput>().unwrap();
-                (e.event_type.clone(), Inventory::default().topics(&e.key, &event))
+                (
+                    e.event_type.clone(),
+                    Inventory::default().topics(&e.key, &event),
+                )
             })
             .collect();
         assert_eq!(
