@@ -225,7 +225,7 @@ contract() {
   done
   (cd "$ROOT/tests/contract" && SCHEMATHESIS_HOOKS=hooks "$venv/bin/schemathesis" \
       --config-file schemathesis.toml run "http://127.0.0.1:$port/api-docs/openapi.json" \
-      --checks all --exclude-checks ensure_resource_availability \
+      --checks all --exclude-checks ensure_resource_availability --exclude-path /ws \
       --max-examples "${CONTRACT_EXAMPLES:-50}" --workers 2 --seed "${CONTRACT_SEED:-1}") || status=$?
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true

@@ -5,7 +5,7 @@
 use utoipa::OpenApi;
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{dead_letters, health};
+use super::{dead_letters, health, ws};
 use crate::registry::Registry;
 
 /// The runtime's own operations (health, dead letters) and the shared error schema.
@@ -22,9 +22,13 @@ use crate::registry::Registry;
         dead_letters::list,
         dead_letters::replay,
         dead_letters::discard,
+        ws::upgrade,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    tags((name = "operations", description = "Health and dead letters"))
+    tags(
+        (name = "operations", description = "Health and dead letters"),
+        (name = "realtime", description = "WebSocket notifications")
+    )
 )]
 pub struct ApiDoc;
 

@@ -436,6 +436,14 @@ async fn connections_past_the_limit_are_refused_with_503() {
     assert_eq!(plain.status(), 400);
     let body: Value = plain.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_websocket", "{body}");
+    let post = app
+        .client
+        .post(format!("{}/ws", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET");
 }
 
 #[actix_web::test]
