@@ -6,7 +6,7 @@
 //! under the same lock that registers a subscription, so a subscription knows exactly which
 //! events it will get live (those after that position) and replays the ones up to it itself.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -109,6 +109,9 @@ pub struct Hub {
 struct State {
     /// Per source: the last entry dispatched.
     positions: Vec<EntryId>,
+    /// Per source: subscriptions to its topics. Entries of a source nobody subscribes to are
+    /// skipped without being decoded.
+    subscriptions: Vec<usize>,
     topics: HashMap<Arc<str>, Vec<u64>>,
     connections: HashMap<u64, Subscriber>,
 }
@@ -116,7 +119,8 @@ struct State {
 struct Subscriber {
     queue: mpsc::Sender<Delivery>,
     kick: Arc<Notify>,
-    topics: HashSet<Arc<str>>,
+    /// Topics subscribed to, with the index of their source.
+    topics: HashMap<Arc<str>, usize>,
 }
 
 /// One client connection's registration with the hub; dropping it unregisters it.
@@ -179,6 +183,7 @@ impl Hub {
             max_key_bytes: settings.runtime.max_key_bytes,
             redis,
             state: Mutex::new(State {
+                subscriptions: vec![0; positions.len()],
                 positions,
                 ..State::default()
             }),
@@ -215,7 +220,7 @@ impl Hub {
             Subscriber {
                 queue,
                 kick: kicked.clone(),
-                topics: HashSet::new(),
+                topics: HashMap::new(),
             },
         );
         Some(Connection {
@@ -239,18 +244,20 @@ impl Hub {
         let State {
             topics,
             connections,
+            subscriptions,
             ..
         } = &mut *state;
         let subscriber = connections.get_mut(&id).ok_or(SubscribeError::Closing)?;
-        if subscriber.topics.contains(topic) {
+        if subscriber.topics.contains_key(topic) {
             return Err(SubscribeError::Already);
         }
         if subscriber.topics.len() >= self.settings.max_subscriptions {
             return Err(SubscribeError::TooMany(self.settings.max_subscriptions));
         }
         let topic: Arc<str> = Arc::from(topic);
-        subscriber.topics.insert(topic.clone());
+        subscriber.topics.insert(topic.clone(), source);
         topics.entry(topic).or_default().push(id);
+        subscriptions[source] += 1;
         Ok(Subscribed { source, through })
     }
 
@@ -260,15 +267,17 @@ impl Hub {
         let State {
             topics,
             connections,
+            subscriptions,
             ..
         } = &mut *state;
         let Some(subscriber) = connections.get_mut(&id) else {
             return false;
         };
-        if !subscriber.topics.remove(topic) {
+        let Some(source) = subscriber.topics.remove(topic) else {
             return false;
-        }
+        };
         unlink(topics, topic, id);
+        subscriptions[source] -= 1;
         true
     }
 
@@ -389,6 +398,17 @@ impl Hub {
     /// Hands `entries` of source `source` to their topics' subscribers, and records them as
     /// dispatched.
     fn dispatch(&self, source: usize, entries: &[StreamEntry]) {
+        {
+            // Checked and recorded under one lock: a subscription registered after it starts
+            // after these entries, one registered before it gets them dispatched below.
+            let mut state = self.lock();
+            if state.subscriptions[source] == 0 {
+                if let Some(last) = entries.last() {
+                    state.positions[source] = last.id;
+                }
+                return;
+            }
+        }
         // Decoding and mapping happen outside the lock; only the hand-over is under it.
         let events: Vec<(EntryId, Envelope, Vec<String>)> = entries
             .iter()
@@ -499,8 +519,9 @@ fn unlink(topics: &mut HashMap<Arc<str>, Vec<u64>>, topic: &str, id: u64) {
 
 fn remove_from(state: &mut State, id: u64) -> Option<Subscriber> {
     let subscriber = state.connections.remove(&id)?;
-    for topic in &subscriber.topics {
+    for (topic, &source) in &subscriber.topics {
         unlink(&mut state.topics, topic, id);
+        state.subscriptions[source] -= 1;
     }
     Some(subscriber)
 }
