@@ -199,7 +199,7 @@ pub async fn serve(
         };
         let step = match wake {
             Wake::End(end) => Err(end),
-            Wake::Heartbeat if last_pong.elapsed() > 2 * period => Err(End::HeartbeatTimeout),
+            Wake::Heartbeat if last_pong.elapsed() >= 2 * period => Err(End::HeartbeatTimeout),
             Wake::Heartbeat => client.ping().await,
             Wake::Delivery(delivery) => match sent.get_mut(&delivery.topic) {
                 // Not subscribed any more, or sent by the replay already.
